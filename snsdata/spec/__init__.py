@@ -1,0 +1,27 @@
+"""Task specs: the data model everything in snsdata stands on. Imports nothing else of snsdata."""
+
+from snsdata.spec.loader import (
+    SpecError,
+    SpecIssue,
+    discover_spec_files,
+    load_catalogue,
+    load_spec,
+    specs_root,
+    templates_root,
+)
+from snsdata.spec.models import CAPABILITIES, TaskSpec
+from snsdata.spec.reward import REWARD_TYPES, RewardSpec
+
+__all__ = [
+    "CAPABILITIES",
+    "REWARD_TYPES",
+    "RewardSpec",
+    "SpecError",
+    "SpecIssue",
+    "TaskSpec",
+    "discover_spec_files",
+    "load_catalogue",
+    "load_spec",
+    "specs_root",
+    "templates_root",
+]

@@ -1,0 +1,214 @@
+"""Pydantic models of a task spec. A spec is data: every behaviour it names is a registry entry elsewhere."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from typing import Annotated, Any, Literal
+
+import polars as pl
+from jinja2 import Template
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from snsdata.spec.reward import RewardSpec
+from snsdata.spec.templating import environment
+
+Capability = Literal[
+    "content_understanding",
+    "information_extraction",
+    "semantic_matching",
+    "user_behavior",
+    "dialogue",
+    "translation",
+    "general",
+]
+CAPABILITIES: tuple[str, ...] = Capability.__args__  # type: ignore[attr-defined]
+
+OutputFormat = Literal["label", "labels", "spans", "json", "text", "code", "number"]
+Availability = Literal["local", "sample", "public", "user", "generated"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class LabelMap(_Strict):
+    """Map raw label values (ids) to names, inline or from a file such as TweetEval's `mapping.txt`."""
+
+    values: dict[str, str] | None = None
+    file: str | None = None
+    """Path relative to the data root; lines `id<TAB>name` (or one name per line, ids counted from 0)."""
+
+    @model_validator(mode="after")
+    def _one_source(self) -> LabelMap:
+        if (self.values is None) == (self.file is None):
+            raise ValueError("a label map has exactly one of `values` or `file`")
+        return self
+
+
+class _SourceBase(_Strict):
+    splits: dict[str, str | list[str]] = Field(min_length=1)
+    """Split name -> path(s) relative to the data root."""
+    where: str | None = None
+    """Row selection as a SQL expression over the fields, e.g. `src_lang = 'zh'`."""
+    label_maps: dict[str, LabelMap] = Field(default_factory=dict)
+    availability: Availability = "local"
+    origin: str | None = None
+    """Where the public data lives (repository, paper, licence)."""
+    example: dict[str, Any] | None = None
+    """A hand-written record in the expected schema, for public or user-supplied data."""
+
+    @field_validator("where")
+    @classmethod
+    def _where_parses(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                pl.sql_expr(value)
+            except Exception as exc:
+                raise ValueError(f"`where` is not a valid SQL expression: {exc}") from None
+        return value
+
+    def provided_fields(self) -> set[str]:
+        raise NotImplementedError
+
+
+class TableSource(_SourceBase):
+    """Row-per-record files: a JSON list, JSONL, Parquet or CSV."""
+
+    reader: Literal["json", "jsonl", "parquet", "csv"]
+    fields: dict[str, str] | list[str]
+    """Field name -> column in the file (a list keeps names unchanged)."""
+    separator: str = ","
+
+    @property
+    def field_columns(self) -> dict[str, str]:
+        return {name: name for name in self.fields} if isinstance(self.fields, list) else dict(self.fields)
+
+    def provided_fields(self) -> set[str]:
+        return set(self.field_columns)
+
+
+class ConllSource(_SourceBase):
+    """CoNLL token-per-line files (character per line for Chinese), turned into text plus entity spans."""
+
+    reader: Literal["conll"]
+    joiner: str = " "
+    """How tokens join into `text`: '' for character-level Chinese, ' ' for English tokens."""
+    strip_segmentation_digit: bool = False
+    """Weibo NER `2nd_conll` tokens carry a trailing word-segmentation digit (`科0`)."""
+
+    def provided_fields(self) -> set[str]:
+        return {"text", "tokens", "tags", "entities"}
+
+
+class TweetEvalSource(_SourceBase):
+    """TweetEval's paired `{split}_text.txt` / `{split}_labels.txt`; split paths are the shared prefix."""
+
+    reader: Literal["tweeteval"]
+
+    def provided_fields(self) -> set[str]:
+        return {"text", "label"}
+
+
+Source = Annotated[TableSource | ConllSource | TweetEvalSource, Field(discriminator="reader")]
+
+
+class FewShot(_Strict):
+    k: int = Field(default=0, ge=0)
+    split: str | None = None
+    """Draw the k examples from this split of the task's own data (seeded, never the record itself)."""
+    examples: list[dict[str, Any]] = Field(default_factory=list)
+    """Inline examples, records with the same fields as the source."""
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _has_pool(self) -> FewShot:
+        if self.k and self.split is None and len(self.examples) < self.k:
+            raise ValueError(f"few_shot.k={self.k} needs a `split` or at least {self.k} inline examples")
+        return self
+
+
+class Prompt(_Strict):
+    system: str | None = None
+    system_file: str | None = None
+    user: str | None = None
+    user_file: str | None = None
+    few_shot: FewShot = Field(default_factory=FewShot)
+
+    @model_validator(mode="after")
+    def _one_each(self) -> Prompt:
+        if self.system is not None and self.system_file is not None:
+            raise ValueError("set `system` or `system_file`, not both")
+        if (self.user is None) == (self.user_file is None):
+            raise ValueError("set exactly one of `user` or `user_file`")
+        return self
+
+
+class Target(_Strict):
+    template: str
+    """Jinja2 template of the assistant completion from the record (the gold answer)."""
+    rationale_field: str | None = None
+    rationale_template: str | None = None
+    """Completion used when the record has a non-empty rationale (explain-then-answer)."""
+
+    @model_validator(mode="after")
+    def _rationale_pair(self) -> Target:
+        if (self.rationale_field is None) != (self.rationale_template is None):
+            raise ValueError("`rationale_field` and `rationale_template` go together")
+        return self
+
+
+class Output(_Strict):
+    format: OutputFormat
+    candidates_field: str | None = None
+    labels: list[str] | None = None
+    separator: str = ","
+    case_sensitive: bool = True
+    json_schema: dict[str, Any] | None = None
+
+
+class Eval(_Strict):
+    official: str | None = None
+    """Name of the benchmark's official evaluator in `snsdata.rewards.official`."""
+    benchmark: str | None = None
+
+
+class TaskSpec(_Strict):
+    """One task: data, prompt, target, output format, reward. Loaded by `snsdata.spec.load_spec`."""
+
+    id: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    version: int = 1
+    capability: Capability
+    languages: list[str] = Field(min_length=1)
+    description: str
+    tags: list[str] = Field(default_factory=list)
+    vars: dict[str, Any] = Field(default_factory=dict)
+    """Constants every template can read (how a variant changes a prompt without copying it)."""
+    source: Source
+    prompt: Prompt
+    target: Target
+    output: Output
+    reward: RewardSpec
+    eval: Eval = Field(default_factory=Eval)
+
+    model_config = ConfigDict(extra="forbid", frozen=True, ignored_types=(cached_property,))
+
+    @property
+    def template_fields(self) -> set[str]:
+        """Every name a template may read: the source's fields plus the spec's vars."""
+        return self.source.provided_fields() | set(self.vars)
+
+    @cached_property
+    def compiled(self) -> dict[str, Template]:
+        """Templates compiled once; `system`/`user` texts are resolved from files by the loader."""
+        env = environment()
+        sources = {"system": self.prompt.system, "user": self.prompt.user, "target": self.target.template,
+                   "rationale": self.target.rationale_template}
+        return {name: env.from_string(text) for name, text in sources.items() if text is not None}
+
+    def render_target(self, record: dict[str, Any]) -> str:
+        """The gold completion of one record, with its rationale when the spec and record have one."""
+        context = {**self.vars, **record}
+        field = self.target.rationale_field
+        if field and record.get(field):
+            return self.compiled["rationale"].render(context)
+        return self.compiled["target"].render(context)
