@@ -77,6 +77,8 @@ class TableSource(_SourceBase):
     reader: Literal["json", "jsonl", "parquet", "csv"]
     fields: dict[str, str] | list[str]
     """Field name -> column in the file (a list keeps names unchanged)."""
+    optional: list[str] = Field(default_factory=list)
+    """Fields that may be missing or null in a record (e.g. a rationale); others are required."""
     separator: str = ","
 
     @property

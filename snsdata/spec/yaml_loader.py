@@ -67,7 +67,7 @@ def load_located(path: Path) -> Located:
     text = path.read_text(encoding="utf-8")
     try:
         node = yaml.compose(text, Loader=_UniqueKeyLoader)
-        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - SafeLoader subclass
+        data = yaml.load(text, Loader=_UniqueKeyLoader)
     except SpecYamlError:
         raise
     except yaml.YAMLError as exc:

@@ -1,0 +1,182 @@
+"""`snsdata validate`, `tasks list|show`, `render`, `schema`: the spec language from the terminal."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import polars as pl
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from snsdata.cli.app import app
+from snsdata.readers import DataNotFound, SourceError, data_found, default_data_root, read_task
+from snsdata.render import RenderError, render_messages, render_target
+from snsdata.spec import CAPABILITIES, SpecError, TaskSpec, load_catalogue
+from snsdata.spec.models import TaskSpec as TaskSpecModel
+
+console = Console()
+err_console = Console(stderr=True)
+
+tasks_app = typer.Typer(help="List and inspect task specs.", no_args_is_help=True)
+app.add_typer(tasks_app, name="tasks")
+
+DataRoot = Annotated[
+    Path | None, typer.Option("--data-root", help="Folder holding the data (default: the shipped samples).")
+]
+
+
+def _catalogue(paths: list[Path] | None = None) -> dict[str, TaskSpec]:
+    try:
+        return load_catalogue(paths or None)
+    except SpecError as exc:
+        for issue in exc.issues:
+            err_console.print(f"[red]error[/red] {issue}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+
+
+def _spec(task_id: str) -> TaskSpec:
+    specs = _catalogue()
+    if task_id not in specs:
+        err_console.print(f"[red]error[/red] unknown task {task_id!r}; `snsdata tasks list` shows the ids")
+        raise typer.Exit(1)
+    return specs[task_id]
+
+
+def _read(spec: TaskSpec, data_root: Path | None) -> pl.DataFrame:
+    try:
+        return read_task(spec, data_root).frame.collect()
+    except (DataNotFound, SourceError) as exc:
+        err_console.print(f"[red]error[/red] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+
+
+@app.command()
+def validate(
+    paths: Annotated[list[Path] | None, typer.Argument(help="Spec files or folders (default: the catalogue).")] = None,
+    data_root: DataRoot = None,
+) -> None:
+    """Validate task specs; with --data-root also read every task's data and self-check its gold answers."""
+    specs = _catalogue(paths)
+    problems = 0
+    if data_root is not None:
+        from snsdata.build.checks import check_task_data
+
+        for spec in specs.values():
+            for line in check_task_data(spec, data_root):
+                problems += line.is_error
+                style = "red" if line.is_error else "yellow"
+                console.print(f"[{style}]{line.level}[/{style}] {spec.id}: {line.message}", highlight=False)
+    if problems:
+        console.print(f"{len(specs)} specs valid; {problems} data problem(s)")
+        raise typer.Exit(1)
+    console.print(f"[green]ok[/green] {len(specs)} task specs valid")
+
+
+@tasks_app.command("list")
+def tasks_list(
+    data_root: DataRoot = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per task.")] = False,
+) -> None:
+    """Every task grouped by capability: languages, output format, reward type, data availability."""
+    specs = _catalogue()
+    root = data_root or default_data_root()
+    rows = [
+        {
+            "id": spec.id,
+            "capability": spec.capability,
+            "languages": spec.languages,
+            "output": spec.output.format,
+            "reward": spec.reward.type,
+            "availability": spec.source.availability,
+            "data_found": data_found(spec, root),
+        }
+        for spec in specs.values()
+    ]
+    if as_json:
+        typer.echo(json.dumps(rows, ensure_ascii=False, indent=1))
+        return
+    for capability in CAPABILITIES:
+        group = [row for row in rows if row["capability"] == capability]
+        if not group:
+            continue
+        table = Table(title=f"{capability} ({len(group)} tasks)", title_justify="left")
+        table.add_column("id", no_wrap=True)
+        for column in ("languages", "output", "reward", "availability", "data"):
+            table.add_column(column)
+        for row in group:
+            found = "[green]found[/green]" if row["data_found"] else "[dim]not found[/dim]"
+            table.add_row(row["id"], ",".join(row["languages"]), row["output"], row["reward"],
+                          row["availability"], found)
+        console.print(table)
+    found = sum(row["data_found"] for row in rows)
+    console.print(f"{len(rows)} tasks; data found for {found} under {root}")
+
+
+@tasks_app.command("show")
+def tasks_show(task_id: str) -> None:
+    """The fully resolved spec of one task (after `extends:` and template files)."""
+    spec = _spec(task_id)
+    typer.echo(json.dumps(spec.model_dump(mode="json", exclude_none=True), ensure_ascii=False, indent=2))
+
+
+@app.command()
+def render(
+    task_id: str,
+    data_root: DataRoot = None,
+    n: Annotated[int, typer.Option("-n", help="How many records.")] = 3,
+    split: Annotated[str | None, typer.Option(help="Only this split.")] = None,
+    seed: Annotated[int, typer.Option(help="Few-shot seed.")] = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="A JSON list of {record_id, messages, target}.")] = False,
+) -> None:
+    """Show the chat messages and target of the first N records of a task."""
+    spec = _spec(task_id)
+    frame = _read(spec, data_root)
+    pool = None
+    if spec.prompt.few_shot.split:
+        pool = frame.filter(pl.col("split") == spec.prompt.few_shot.split).to_dicts()
+    if split:
+        frame = frame.filter(pl.col("split") == split)
+    out = []
+    try:
+        for record in frame.head(n).to_dicts():
+            out.append({"record_id": record["record_id"],
+                        "messages": render_messages(spec, record, pool, seed),
+                        "target": render_target(spec, record)})
+    except RenderError as exc:
+        err_console.print(f"[red]error[/red] {exc}", highlight=False)
+        raise typer.Exit(1) from None
+    if as_json:
+        typer.echo(json.dumps(out, ensure_ascii=False, indent=1))
+        return
+    for item in out:
+        console.rule(f"{task_id} {item['record_id']}")
+        for message in item["messages"]:
+            console.print(f"[bold]{message['role']}[/bold]", highlight=False)
+            console.print(message["content"], markup=False, highlight=False)
+        console.print("[bold]target[/bold]", highlight=False)
+        console.print(item["target"], markup=False, highlight=False)
+
+
+def spec_json_schema() -> dict:
+    """The JSON Schema of a task spec file (`extends:` added: the loader resolves it before validation)."""
+    schema = TaskSpecModel.model_json_schema()
+    schema["properties"]["extends"] = {"type": "string", "description": "Base spec file this one overrides."}
+    for role in ("system", "user"):
+        prompt = schema["$defs"]["Prompt"]["properties"]
+        prompt.setdefault(f"{role}_file", {"type": "string"})
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "snsdata task spec"
+    return schema
+
+
+@app.command()
+def schema(out: Annotated[Path | None, typer.Option(help="Write to this file instead of stdout.")] = None) -> None:
+    """The JSON Schema of a task spec (committed as docs/task_spec.schema.json for editors)."""
+    text = json.dumps(spec_json_schema(), indent=2, ensure_ascii=False) + "\n"
+    if out:
+        out.write_text(text, encoding="utf-8")
+    else:
+        typer.echo(text, nl=False)
