@@ -11,7 +11,7 @@ import xxhash
 
 from snsdata.frames import KEY_COLUMNS, REJECT_SCHEMA
 from snsdata.readers.formats import PARSERS, Malformed, SourceError
-from snsdata.spec.models import LabelMap, TableSource, TaskSpec
+from snsdata.spec.models import GeneratedSource, LabelMap, TableSource, TaskSpec
 
 __all__ = ["DataNotFound", "ReadResult", "SourceError", "data_found", "default_data_root", "read_task", "records"]
 
@@ -34,6 +34,8 @@ def default_data_root() -> Path:
 
 
 def _split_paths(spec: TaskSpec, data_root: Path) -> dict[str, list[Path]]:
+    if isinstance(spec.source, GeneratedSource):
+        return {}
     out = {}
     for split, paths in spec.source.splits.items():
         out[split] = [data_root / p for p in ([paths] if isinstance(paths, str) else paths)]
@@ -106,6 +108,8 @@ def read_task(spec: TaskSpec, data_root: str | Path | None = None) -> ReadResult
     """Read every split of a task into `task_id, record_id, split, <fields>`; bad rows go to rejects."""
     root = Path(data_root) if data_root else default_data_root()
     source = spec.source
+    if isinstance(source, GeneratedSource):
+        return _generated(spec, source)
     fields = sorted(source.provided_fields()) if not isinstance(source, TableSource) else list(source.field_columns)
     frames, rejects, counts = [], [], {}
     for split, paths in _split_paths(spec, root).items():
@@ -146,6 +150,19 @@ def read_task(spec: TaskSpec, data_root: str | Path | None = None) -> ReadResult
     combined = _with_keys(spec.id, combined, fields)
     all_rejects = pl.concat(rejects) if rejects else pl.DataFrame(schema=REJECT_SCHEMA)
     return ReadResult(combined.lazy(), all_rejects, counts)
+
+
+def _generated(spec: TaskSpec, source: GeneratedSource) -> ReadResult:
+    """Generated general data: no files, so nothing malformed; records are keyed like any other."""
+    from snsdata.sources import generate_source
+
+    frames, counts = [], {}
+    for split, count in source.splits.items():
+        frame = generate_source(source.generator, split, count, source.params).select(source.fields)
+        counts[split] = {"read": frame.height, "rejected": 0, "excluded": 0, "kept": frame.height}
+        frames.append(frame.with_columns(split=pl.lit(split)))
+    combined = _with_keys(spec.id, pl.concat(frames, how="diagonal_relaxed"), source.fields)
+    return ReadResult(combined.lazy(), pl.DataFrame(schema=REJECT_SCHEMA), counts)
 
 
 def _with_keys(task_id: str, frame: pl.DataFrame, fields: list[str]) -> pl.DataFrame:

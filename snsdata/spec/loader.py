@@ -71,7 +71,7 @@ def _load_with_bases(path: Path, chain: tuple[Path, ...] = ()) -> Located:
     try:
         located = load_located(path)
     except SpecYamlError as exc:
-        raise SpecError([SpecIssue(str(path), 0, "", str(exc))]) from None
+        raise SpecError([SpecIssue(str(path), exc.line, exc.key, str(exc))]) from None
     if not isinstance(located.data, dict):
         raise SpecError([SpecIssue(str(path), 1, "", "a spec file is a mapping of keys")])
     base_name = located.data.pop("extends", None)
@@ -124,6 +124,8 @@ def _validation_issues(located: Located, exc: ValidationError) -> list[SpecIssue
     issues = []
     for error in exc.errors():
         loc = _yaml_location(error["loc"])
+        if error["type"] in {"union_tag_invalid", "union_tag_not_found"}:
+            loc = (*loc, error["ctx"]["discriminator"].strip("'"))
         file, line = located.where(loc)
         message = "unknown key (misspelt?)" if error["type"] == "extra_forbidden" else error["msg"]
         issues.append(SpecIssue(file, line, _dotted(loc), message))

@@ -111,7 +111,29 @@ class TweetEvalSource(_SourceBase):
         return {"text", "label"}
 
 
-Source = Annotated[TableSource | ConllSource | TweetEvalSource, Field(discriminator="reader")]
+class GeneratedSource(_Strict):
+    """Records made offline by a registered generator (reasoning-gym, HumanEval, instruction constraints)."""
+
+    reader: Literal["generated"]
+    generator: str
+    """Name in the `snsdata.sources` registry."""
+    params: dict[str, Any] = Field(default_factory=dict)
+    splits: dict[str, int] = Field(min_length=1)
+    """Split name -> number of records to generate (deterministic per split and seed)."""
+    fields: list[str] = Field(min_length=1)
+    label_maps: dict[str, LabelMap] = Field(default_factory=dict)
+    where: str | None = None
+    availability: Availability = "generated"
+    origin: str | None = None
+    example: dict[str, Any] | None = None
+
+    def provided_fields(self) -> set[str]:
+        return set(self.fields)
+
+
+Source = Annotated[
+    TableSource | ConllSource | TweetEvalSource | GeneratedSource, Field(discriminator="reader")
+]
 
 
 class FewShot(_Strict):

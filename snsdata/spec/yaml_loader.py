@@ -28,7 +28,12 @@ class Located:
 
 
 class SpecYamlError(ValueError):
-    """A YAML file that does not parse, with file and line."""
+    """A YAML file that does not parse, with its line and (for duplicate keys) the key."""
+
+    def __init__(self, message: str, line: int = 0, key: str = ""):
+        super().__init__(message)
+        self.line = line
+        self.key = key
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -40,9 +45,7 @@ def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: b
     for key_node, _ in node.value:
         key = loader.construct_object(key_node, deep=deep)
         if key in seen:
-            raise SpecYamlError(
-                f"{key_node.start_mark.name}:{key_node.start_mark.line + 1}: duplicate key {key!r}"
-            )
+            raise SpecYamlError(f"duplicate key {key!r}", key_node.start_mark.line + 1, str(key))
         seen.add(key)
     return loader.construct_mapping(node, deep=deep)
 
@@ -73,7 +76,7 @@ def load_located(path: Path) -> Located:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark else 0
-        raise SpecYamlError(f"{path}:{line}: invalid YAML: {getattr(exc, 'problem', exc)}") from None
+        raise SpecYamlError(f"invalid YAML: {getattr(exc, 'problem', exc)}", line) from None
     lines: dict[KeyPath, tuple[str, int]] = {}
     if node is not None:
         _walk(node, (), str(path), lines)
