@@ -160,10 +160,7 @@ def approx_tokens(text: str) -> int:
 def has_script(text: str, script: str, *, letters_only: bool = False) -> bool:
     """Whether the text holds a character of the script. `cjk` covers Han, kana and Hangul plus, unless
     `letters_only`, CJK and fullwidth punctuation (an English translation should contain neither)."""
-    if script == "latin":
-        pattern = _LATIN
-    else:
-        pattern = _CJK_CHAR if letters_only else _CJK_SCRIPT
+    pattern = _LATIN if script == "latin" else _CJK_CHAR if letters_only else _CJK_SCRIPT
     return pattern.search(text) is not None
 
 

@@ -78,8 +78,8 @@ _THINK_OPEN = re.compile(r"<think>", re.IGNORECASE)
 # Literal end-of-response tokens (`<|im_end|>`, `<|endofresponse|>`, `</s>`, ...), never bare words.
 _END_TOKEN = re.compile(r"<\|[^|<>\s]{1,40}\|>|</s>|<eos>", re.IGNORECASE)
 _CHATTER = re.compile(
-    r"^[*#\s]*(?:the\s+)?(?:final\s+)?answer(?:\s+is)?\s*\**\s*[:：]\s*\**\s*"
-    r"|^[*#\s]*(?:the\s+)?(?:final\s+)?answer\s+is\b\s*\**\s*",
+    r"^[*#\s]*(?:the\s+)?(?:final\s+)?answer(?:\s+is)?\s*\**\s*[:：](?:\s*\*\*(?=\s))?\s*"
+    r"|^[*#\s]*(?:the\s+)?(?:final\s+)?answer\s+is\b\s*",
     re.IGNORECASE,
 )
 _WRAPPERS = (("**", "**"), ("*", "*"), ("`", "`"), ('"', '"'), ("'", "'"), ("“", "”"), ("「", "」"))
@@ -182,9 +182,7 @@ def fixed_items(text: str) -> list[str]:
     separated by commas, semicolons or lines; bullets, wrappers and empty items dropped."""
     body = clean_response(text)
     parsed = parse_list_literal(body) if body.startswith(("[", "```")) else None
-    if parsed is not None and all(isinstance(item, str) for item in parsed):
-        pieces = parsed
-    else:
-        pieces = _ITEM_SPLIT.split(body)
+    is_list = parsed is not None and all(isinstance(item, str) for item in parsed)
+    pieces = parsed if is_list else _ITEM_SPLIT.split(body)
     items = (unwrap(_BULLET.sub("", piece.strip())) for piece in pieces)
     return [item for item in items if item]

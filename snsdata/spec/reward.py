@@ -6,9 +6,11 @@ pattern checks) so that a misspelt name fails at `snsdata validate`, not inside 
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+import jsonschema
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 Normalizer = Literal[
     "strip",
@@ -47,6 +49,14 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def _compiled(pattern: str) -> re.Pattern[str]:
+    """Declared patterns are checked with `re` (the scorer runs them with the compatible `regex` module)."""
+    try:
+        return re.compile(pattern)
+    except re.error as exc:
+        raise ValueError(f"invalid regular expression {pattern!r}: {exc}") from None
+
+
 class Extraction(_Strict):
     """Pull the answer out of a chatty completion with a regex before comparing."""
 
@@ -54,14 +64,104 @@ class Extraction(_Strict):
     group: int | str = 1
     which: Literal["first", "last"] = "last"
 
+    @model_validator(mode="after")
+    def _group_exists(self) -> Extraction:
+        compiled = _compiled(self.pattern)
+        known = isinstance(self.group, int) and 0 <= self.group <= compiled.groups
+        if not known and self.group not in compiled.groupindex:
+            raise ValueError(f"extract.pattern has no group {self.group!r}")
+        return self
+
+
+class _Params(_Strict):
+    empty_match: float = Field(default=1.0, ge=0.0, le=1.0)
+    """Score when prediction and gold are both empty (an empty list, no text). Lower it where an always-empty
+    answer would farm reward on a mostly-empty task."""
+
+
+class _TokenParams(_Params):
+    tokenize: Literal["auto", "char", "whitespace"] = "auto"
+    """`auto`: CJK characters one by one, other words whole, punctuation dropped."""
+
+
+class _FuzzyParams(_Params):
+    threshold: float = Field(default=0.8, ge=0.0, le=1.0)
+    """Minimum similarity (rapidfuzz ratio, 0-1) for two items to match; matched pairs earn their similarity."""
+
+
+class BleuParams(_Params):
+    tokenize: Literal["13a", "zh", "intl", "char", "none"] = "13a"
+    lowercase: bool = False
+
+
+class ChrfParams(_Params):
+    beta: int = Field(default=2, ge=1)
+    lowercase: bool = False
+
+
+class AnlsParams(_Params):
+    threshold: float = Field(default=0.5, ge=0.0, le=1.0)
+    """Similarities below this score 0 (standard ANLS uses 0.5; 0 keeps the raw similarity)."""
+
+
+class AbsErrParams(_Strict):
+    range: float | None = Field(default=None, gt=0)
+    """Width of the value scale; default: max - min of the spec's numeric `output.labels`."""
+
+
+class FieldAccParams(_Params):
+    fields: list[str] | None = None
+    """Fields compared (default: every field of the gold object)."""
+
+
+class NdcgParams(_Params):
+    k: int = Field(default=10, ge=1)
+    graded: bool = False
+    """Gold order is relevance order (first = most relevant); otherwise every gold item is equally relevant."""
+
+
+class OptionParams(_Params):
+    key: str = "Option"
+    """Field of each answer object that names the option; plain strings in the list count as options."""
+    tag: str | None = None
+    """Read the list inside the last `<tag>...</tag>` (else the last JSON list in the answer)."""
+    threshold: float = Field(default=1.0, ge=0.0, le=1.0)
+    """1 matches options exactly (after normalisation); lower values match them fuzzily."""
+
+
+METRIC_PARAMS: dict[str, type[BaseModel]] = {
+    "accuracy": _Strict,
+    "set_f1": _Params,
+    "soft_set_f1": _FuzzyParams,
+    "token_f1": _TokenParams,
+    "entity_f1": _Params,
+    "span_f1": _TokenParams,
+    "bleu": BleuParams,
+    "chrf": ChrfParams,
+    "chrf++": ChrfParams,
+    "rouge_1": _TokenParams,
+    "rouge_2": _TokenParams,
+    "rouge_l": _TokenParams,
+    "anls": AnlsParams,
+    "embed_cosine": _Params,
+    "abs_err": AbsErrParams,
+    "field_acc": FieldAccParams,
+    "ndcg": NdcgParams,
+    "option_f1": OptionParams,
+}
+"""The parameters each metric accepts, with their defaults; unknown or ill-typed parameters fail validation."""
+
 
 class ExactMatchReward(_Strict):
     type: Literal["exact_match"] = "exact_match"
     normalize: list[Normalizer] = Field(default_factory=lambda: ["strip_think", "strip"])
     extract: Extraction | None = None
     aliases: dict[str, list[str]] = Field(default_factory=dict)
+    """Canonical answer -> other spellings that count as it (compared after normalisation)."""
     choose_from_candidates: bool = False
-    """Score 0 unless the answer is one of the record's candidates (output.candidates_field)."""
+    """Score 0 unless the answer is one of the record's candidates (output.candidates_field, else labels)."""
+    ordered: bool = False
+    """List answers (labels, spans) must match in order (a taxonomy path); default: as sets."""
 
 
 class MetricReward(_Strict):
@@ -69,8 +169,28 @@ class MetricReward(_Strict):
     metric: MetricName
     normalize: list[Normalizer] = Field(default_factory=lambda: ["strip_think", "strip"])
     extract: Extraction | None = None
+    aliases: dict[str, list[str]] = Field(default_factory=dict)
+    """Canonical item -> other spellings that count as it (e.g. entity-type names)."""
     params: dict[str, Any] = Field(default_factory=dict)
-    """Metric-specific knobs, e.g. {tokenize: zh} for BLEU, {empty_match: 1.0} for set_f1."""
+    """Metric-specific knobs (METRIC_PARAMS), e.g. {tokenize: zh} for BLEU, {empty_match: 0.5} for set_f1."""
+
+    @model_validator(mode="after")
+    def _params_known(self) -> MetricReward:
+        metric_params(self)
+        return self
+
+
+def metric_params(reward: MetricReward) -> BaseModel:
+    """The reward's metric parameters, validated and with defaults filled in."""
+    try:
+        return METRIC_PARAMS[reward.metric].model_validate(reward.params)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'params'}: "
+            f"{'unknown parameter' if e['type'] == 'extra_forbidden' else e['msg']}"
+            for e in exc.errors()
+        )
+        raise ValueError(f"params of metric {reward.metric!r}: {problems}") from None
 
 
 class PatternCheck(_Strict):
@@ -88,7 +208,8 @@ class PatternCheck(_Strict):
     forbid_script: Literal["cjk", "latin"] | None = None
     require_script: Literal["cjk", "latin"] | None = None
     ifeval_from_fields: dict[str, str] | None = None
-    """IFEval-style instructions read from the record: {instruction_ids: FIELD, kwargs: FIELD}."""
+    """IFEval-style instructions read from the record: {instruction_ids: FIELD, kwargs: FIELD, prompt: FIELD}
+    (`prompt` optional; only `combination:repeat_prompt` reads it)."""
 
     @model_validator(mode="after")
     def _exactly_one(self) -> PatternCheck:
@@ -96,6 +217,40 @@ class PatternCheck(_Strict):
         if len(set_fields) != 1:
             raise ValueError(f"a pattern check sets exactly one constraint, got {set_fields or 'none'}")
         return self
+
+    @field_validator("must_match", "must_not_match")
+    @classmethod
+    def _regex_compiles(cls, value: str | None) -> str | None:
+        if value is not None:
+            _compiled(value)
+        return value
+
+    @field_validator("json_schema")
+    @classmethod
+    def _schema_valid(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is not None:
+            try:
+                jsonschema.validators.validator_for(value).check_schema(value)
+            except jsonschema.SchemaError as exc:
+                raise ValueError(f"invalid JSON schema: {exc.message}") from None
+        return value
+
+    @field_validator("required_tags")
+    @classmethod
+    def _tags_named(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and (not value or not all(re.fullmatch(r"<?[\w:.-]+>?", t) for t in value)):
+            raise ValueError("required_tags lists tag names such as Result or <Result>")
+        return value
+
+    @field_validator("ifeval_from_fields")
+    @classmethod
+    def _ifeval_keys(cls, value: dict[str, str] | None) -> dict[str, str] | None:
+        if value is not None:
+            unknown = set(value) - {"instruction_ids", "kwargs", "prompt"}
+            if unknown or not {"instruction_ids", "kwargs"} <= set(value):
+                raise ValueError("ifeval_from_fields maps instruction_ids and kwargs (and optionally prompt) "
+                                 f"to record fields; got {sorted(value)}")
+        return value
 
 
 class PatternReward(_Strict):
@@ -127,6 +282,12 @@ class OverlongPenalty(_Strict):
 
     max_tokens: int = Field(gt=0)
     cache_tokens: int = Field(gt=0)
+
+    @model_validator(mode="after")
+    def _cache_within(self) -> OverlongPenalty:
+        if self.cache_tokens > self.max_tokens:
+            raise ValueError("overlong.cache_tokens cannot exceed max_tokens")
+        return self
 
 
 class CompositeReward(_Strict):

@@ -1,0 +1,90 @@
+"""The public faces of the scoring core: `score` one sample, `evaluate` a prediction file, `get_scorer` for batches."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from snsdata.rewards.corpus import corpus_metrics
+from snsdata.rewards.scorer import Compat, Scorer, safe_text
+
+from snsdata.spec import TaskSpec, load_catalogue
+
+_LOCK = threading.Lock()
+_CATALOGUE: dict[str, TaskSpec] = {}
+_SCORERS: dict[tuple[str, str], Scorer] = {}
+
+
+def catalogue() -> dict[str, TaskSpec]:
+    """The shipped task specs, loaded once per process."""
+    with _LOCK:
+        if not _CATALOGUE:
+            _CATALOGUE.update(load_catalogue())
+        return _CATALOGUE
+
+
+def _spec(task_id: str, specs: Mapping[str, TaskSpec] | None) -> TaskSpec:
+    pool = catalogue() if specs is None else specs
+    if task_id not in pool:
+        raise KeyError(f"unknown task {task_id!r}; known: {', '.join(sorted(pool)) or 'none'}")
+    return pool[task_id]
+
+
+def get_scorer(task_id: str, compat: Compat = "fixed", specs: Mapping[str, TaskSpec] | None = None) -> Scorer:
+    """The batch scorer of a task; shipped tasks' scorers are built once and shared."""
+    if specs is not None:
+        return Scorer(_spec(task_id, specs), compat)
+    key = (task_id, compat)
+    scorer = _SCORERS.get(key)
+    if scorer is None:
+        scorer = Scorer(_spec(task_id, None), compat)
+        with _LOCK:
+            scorer = _SCORERS.setdefault(key, scorer)
+    return scorer
+
+
+def score(task_id: str, completion: Any, record: Mapping[str, Any], compat: Compat = "fixed",
+          specs: Mapping[str, TaskSpec] | None = None) -> float | None:
+    """Reward of one completion in [0, 1]; None when the reward does not apply to the record.
+
+    Never raises on the completion (any string, a chat-message list, None). Unknown task ids and
+    compat="official" for a non-benchmark task raise, as they are caller errors.
+    """
+    return get_scorer(task_id, compat, specs)([completion], [record])[0]
+
+
+def evaluate(task_id: str, records: Sequence[Mapping[str, Any]], predictions: Sequence[Any],
+             compat: Compat = "fixed", specs: Mapping[str, TaskSpec] | None = None) -> dict[str, float]:
+    """Corpus metrics of predictions (one per record, in order).
+
+    Benchmark tasks (`eval.official`) report the benchmark's own metrics on its 0-100 scale through
+    `snsdata.rewards.official.evaluate_benchmark` (compat "official": as published, bugs included; "fixed": bugs
+    removed), plus, in fixed mode, the reward summary. Other tasks report the reward summary (`n`,
+    `mean_reward`, `full_marks_rate`, `parse_rate`, `gold_parse_rate`) and their format's corpus metrics, 0-1.
+    """
+    if len(records) != len(predictions):
+        raise ValueError(f"{len(records)} records but {len(predictions)} predictions")
+    if not records:
+        raise ValueError("no records to evaluate")
+    spec = _spec(task_id, specs)
+    if compat not in ("fixed", "official"):
+        raise ValueError(f"compat must be 'fixed' or 'official', got {compat!r}")
+    if compat == "official" and not spec.eval.official:
+        raise ValueError(f"compat='official' exists only for benchmark tasks; {task_id} has no eval.official")
+    result: dict[str, Any] = {}
+    if spec.eval.official:
+        from snsdata.rewards.official import evaluate_benchmark
+
+        texts = [safe_text(p) for p in predictions]
+        result = dict(evaluate_benchmark(spec.eval.official, [dict(r) for r in records], texts, compat))
+        if compat == "official":
+            return result
+    scorer = get_scorer(task_id, "fixed", specs)
+    details = scorer.details(predictions, records)
+    preds, golds = scorer.parse_pairs(predictions, records)
+    ours = corpus_metrics(spec, details, preds, golds)
+    if not spec.eval.official:
+        return ours
+    summary = ("n", "mean_reward", "full_marks_rate", "parse_rate", "gold_parse_rate")
+    return result | {name: ours[name] for name in summary if name in ours and name not in result}

@@ -1,0 +1,427 @@
+"""The scoring core: a spec's reward declaration becomes a tree of nodes that score whole batches.
+
+One `Scorer` per spec serves RL rewards, evaluation, gold self-checks and every backend. It never raises on a
+completion: a node whose batch computation fails is retried row by row, and a row that still fails gets None
+(the reward does not apply) with the error recorded, so a scorer bug never turns into a false 0 for the policy.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from typing import Any, Literal
+
+from snsdata.rewards.metrics import METRICS, is_empty, run_metric
+from snsdata.rewards.normalize import approx_tokens, cap, chain, completion_text
+from snsdata.rewards.parse import OutputParser, Parsed, extract_code
+from snsdata.rewards.patterns import build_check
+from snsdata.rewards.types import ScoreDetail, ScoreStats
+
+from snsdata.spec.models import TaskSpec
+from snsdata.spec.reward import (
+    CompositeReward,
+    ExactMatchReward,
+    MetricReward,
+    OverlongPenalty,
+    PatternReward,
+    RewardSpec,
+    SandboxReward,
+    metric_params,
+)
+
+Compat = Literal["fixed", "official"]
+FULL_MARKS = 1.0 - 1e-6
+"""Scores at or above this count as full marks (embedding cosine of identical texts rounds just below 1)."""
+
+
+class Batch:
+    """The rows being scored, with per-record work (gold rendering, gold parsing, candidates) done once per
+    distinct record: the G completions of one GRPO prompt share it."""
+
+    def __init__(self, spec: TaskSpec, texts: list[str], records: list[Mapping[str, Any]],
+                 lengths: Sequence[int] | None = None):
+        self.spec = spec
+        self.texts = texts
+        self.records = records
+        self._lengths = lengths
+        self._keys: list[Hashable] = [
+            ("id", r["record_id"]) if isinstance(r.get("record_id"), str) else id(r) for r in records
+        ]
+        self._cache: dict[Hashable, dict[Hashable, Any]] = {}
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def per_record(self, name: Hashable, compute: Callable[[int], Any]) -> list[Any]:
+        """compute(row) for the first row of each distinct record, shared by the record's other rows."""
+        cache = self._cache.setdefault(name, {})
+        out = []
+        for row, key in enumerate(self._keys):
+            if key not in cache:
+                cache[key] = compute(row)
+            out.append(cache[key])
+        return out
+
+    def gold_texts(self) -> list[str | None]:
+        """Each record's gold completion, None where the target template cannot render it."""
+        return self.per_record("gold", self._render)
+
+    def _render(self, row: int) -> str | None:
+        try:
+            return self.spec.render_target(dict(self.records[row]))
+        except Exception:
+            return None
+
+    def token_lengths(self) -> list[int]:
+        """Completion lengths in tokens: the caller's when given, else `approx_tokens`."""
+        if self._lengths is not None:
+            return [int(n) for n in self._lengths]
+        return [approx_tokens(t) for t in self.texts]
+
+    def subset(self, rows: Sequence[int]) -> Batch:
+        lengths = [self._lengths[i] for i in rows] if self._lengths is not None else None
+        return Batch(self.spec, [self.texts[i] for i in rows], [self.records[i] for i in rows], lengths)
+
+
+class Node:
+    """One reward of the tree; `score` returns one detail per row of the batch."""
+
+    def score(self, batch: Batch) -> list[ScoreDetail]:
+        raise NotImplementedError
+
+    def safe_score(self, batch: Batch) -> list[ScoreDetail]:
+        """`score`, falling back to one row at a time so that one bad row cannot void the batch."""
+        try:
+            return self.score(batch)
+        except Exception as exc:
+            if len(batch) == 1:
+                return [error_detail(exc)]
+        out = []
+        for row in range(len(batch)):
+            try:
+                out.extend(self.score(batch.subset([row])))
+            except Exception as exc:
+                out.append(error_detail(exc))
+        return out
+
+
+def error_detail(exc: BaseException) -> ScoreDetail:
+    """A row the scorer could not score: no reward rather than a false 0."""
+    return ScoreDetail(None, parse_ok=False, error=f"{type(exc).__name__}: {exc}"[:300])
+
+
+class _ParsingNode(Node):
+    """A reward that compares the parsed completion with the parsed gold target."""
+
+    def __init__(self, spec: TaskSpec, reward: ExactMatchReward | MetricReward):
+        self.parser = OutputParser(spec.output, reward.normalize, reward.aliases, reward.extract)
+
+    def parse_batch(self, batch: Batch) -> tuple[list[Parsed], list[Parsed | None], list[set[str] | None]]:
+        parser = self.parser
+        allowed = batch.per_record(("allowed", id(self)), lambda row: parser.allowed(batch.records[row]))
+        gold_texts = batch.gold_texts()
+
+        def parse_gold(row: int) -> Parsed | None:
+            text = gold_texts[row]
+            return parser.parse(text, allowed[row]) if text is not None else None
+
+        golds = batch.per_record(("gold", id(self)), parse_gold)
+        preds = [parser.parse(text, allowed[row]) for row, text in enumerate(batch.texts)]
+        return preds, golds, allowed
+
+
+class ExactMatchNode(_ParsingNode):
+    def __init__(self, spec: TaskSpec, reward: ExactMatchReward):
+        super().__init__(spec, reward)
+        self.reward = reward
+        if reward.choose_from_candidates and not (spec.output.candidates_field or spec.output.labels):
+            raise ValueError(f"{spec.id}: choose_from_candidates needs output.candidates_field or output.labels")
+
+    def _equal(self, pred: Any, gold: Any) -> bool:
+        if isinstance(pred, list) and isinstance(gold, list):
+            return pred == gold if self.reward.ordered else set(pred) == set(gold)
+        if isinstance(pred, float) and isinstance(gold, float):
+            return math.isclose(pred, gold, rel_tol=1e-9, abs_tol=1e-9)
+        return bool(pred == gold)
+
+    def score(self, batch: Batch) -> list[ScoreDetail]:
+        preds, golds, allowed = self.parse_batch(batch)
+        out = []
+        for pred, gold, ok_labels in zip(preds, golds, allowed, strict=True):
+            if gold is None or not gold.ok:
+                out.append(ScoreDetail(None, pred.ok, gold_ok=False))
+                continue
+            if self.reward.choose_from_candidates and not (pred.ok and (ok_labels is None or pred.value in ok_labels)):
+                out.append(ScoreDetail(0.0, pred.ok))
+                continue
+            out.append(ScoreDetail(float(pred.value is not None and self._equal(pred.value, gold.value)), pred.ok))
+        return out
+
+
+class MetricNode(_ParsingNode):
+    def __init__(self, spec: TaskSpec, reward: MetricReward):
+        super().__init__(spec, reward)
+        self.metric = METRICS[reward.metric]
+        params = metric_params(reward)
+        if reward.metric == "abs_err" and params.range is None:
+            params = params.model_copy(update={"range": _label_range(spec)})
+        self.params = params
+
+    def score(self, batch: Batch) -> list[ScoreDetail]:
+        preds, golds, _ = self.parse_batch(batch)
+        pred_values = [p.value if p.ok or not is_empty(p.value) else None for p in preds]
+        gold_values = [g.value if g is not None and g.ok else None for g in golds]
+        scores = run_metric(self.metric, pred_values, gold_values, self.params)
+        return [ScoreDetail(s, p.ok, gold_ok=g is not None and g.ok)
+                for s, p, g in zip(scores, preds, golds, strict=True)]
+
+
+def _label_range(spec: TaskSpec) -> float:
+    try:
+        values = [float(label) for label in spec.output.labels or []]
+    except ValueError:
+        values = []
+    if len(values) < 2 or max(values) == min(values):
+        raise ValueError(f"{spec.id}: metric abs_err needs params.range or numeric output.labels")
+    return max(values) - min(values)
+
+
+class PatternNode(Node):
+    def __init__(self, spec: TaskSpec, reward: PatternReward):
+        self.normalize = chain(reward.normalize)
+        self.checks = [build_check(check) for check in reward.checks]
+        self.aggregate = reward.aggregate
+
+    def score(self, batch: Batch) -> list[ScoreDetail]:
+        out = []
+        for text, record in zip(batch.texts, batch.records, strict=True):
+            text = self.normalize(text)
+            values = [v for v in (check(text, record) for check in self.checks) if v is not None]
+            if not values:
+                out.append(ScoreDetail(None))
+            elif self.aggregate == "all":
+                out.append(ScoreDetail(float(all(v >= FULL_MARKS for v in values)), parts=tuple(values)))
+            else:
+                out.append(ScoreDetail(sum(values) / len(values), parts=tuple(values)))
+        return out
+
+
+class SandboxNode(Node):
+    """Runs the completion's code against the record's tests; one pool call for the whole batch."""
+
+    def __init__(self, spec: TaskSpec, reward: SandboxReward, workers: int | None = None):
+        self.reward = reward
+        self.workers = workers
+
+    def program(self, text: str, record: Mapping[str, Any]) -> str:
+        """The code to run: the completion's code, behind the record's prompt (HumanEval's signature and
+        docstring) unless the completion already defines the entry point itself."""
+        code = extract_code(text)
+        reward = self.reward
+        prompt = str(record.get(reward.prompt_field) or "") if reward.prompt_field else ""
+        entry = str(record.get(reward.entry_point_field) or "") if reward.entry_point_field else ""
+        if prompt and not (entry and f"def {entry}(" in code):
+            return prompt + code
+        return code
+
+    def score(self, batch: Batch) -> list[ScoreDetail]:
+        from snsdata.rewards.sandbox import SandboxJob, SandboxLimits, run_jobs
+
+        reward = self.reward
+        jobs, rows, out = [], [], [ScoreDetail(None, gold_ok=False)] * len(batch)
+        for row, (text, record) in enumerate(zip(batch.texts, batch.records, strict=True)):
+            tests = record.get(reward.tests_field)
+            if not tests:
+                continue
+            program = self.program(text, record)
+            if not program.strip():
+                out[row] = ScoreDetail(0.0, parse_ok=False)
+                continue
+            entry = record.get(reward.entry_point_field) if reward.entry_point_field else None
+            jobs.append(SandboxJob(program=program, tests=tests, entry_point=entry, mode=reward.mode))
+            rows.append(row)
+        if jobs:
+            limits = SandboxLimits(timeout_s=reward.timeout_s, memory_mb=reward.memory_mb)
+            for row, result in zip(rows, run_jobs(jobs, limits, self.workers), strict=True):
+                reward_value = min(1.0, max(0.0, float(result.reward)))
+                out[row] = ScoreDetail(reward_value, timed_out=bool(getattr(result, "timed_out", False)))
+        return out
+
+
+def overlong_penalty(length: int, overlong: OverlongPenalty) -> float:
+    """DAPO's soft overlong punishment in [-1, 0]: 0 up to max - cache tokens, then linear down to -1 at max."""
+    start = overlong.max_tokens - overlong.cache_tokens
+    if length <= start:
+        return 0.0
+    if length >= overlong.max_tokens:
+        return -1.0
+    return (start - length) / overlong.cache_tokens
+
+
+class CompositeNode(Node):
+    """Weighted mean of the parts (parts that do not apply drop out), times the gate, plus the overlong penalty
+    (clipped at 0: DAPO adds it to the reward, and rewards here live in [0, 1])."""
+
+    def __init__(self, spec: TaskSpec, reward: CompositeReward, workers: int | None = None):
+        self.parts = [(part.weight, build_node(spec, part.reward, workers)) for part in reward.parts]
+        self.gate = build_node(spec, reward.gate, workers) if reward.gate is not None else None
+        self.overlong = reward.overlong
+
+    def score(self, batch: Batch) -> list[ScoreDetail]:
+        part_details = [node.safe_score(batch) for _, node in self.parts]
+        gate_details = self.gate.safe_score(batch) if self.gate else None
+        lengths = batch.token_lengths() if self.overlong else None
+        out = []
+        for row in range(len(batch)):
+            details = [d[row] for d in part_details]
+            applicable = [(w, d.score) for (w, _), d in zip(self.parts, details, strict=True) if d.score is not None]
+            total_weight = sum(w for w, _ in applicable)
+            score = sum(w * s for w, s in applicable) / total_weight if applicable and total_weight > 0 else None
+            gate = gate_details[row] if gate_details else None
+            if score is not None and gate is not None and gate.score is not None:
+                score *= gate.score
+            if score is not None and lengths is not None and self.overlong is not None:
+                score = max(0.0, score + overlong_penalty(lengths[row], self.overlong))
+            everything = details + ([gate] if gate else [])
+            out.append(ScoreDetail(
+                score,
+                parse_ok=all(d.parse_ok for d in everything),
+                gold_ok=all(d.gold_ok for d in details),
+                timed_out=any(d.timed_out for d in everything),
+                error=next((d.error for d in everything if d.error), None),
+                parts=tuple(d.score for d in everything),
+            ))
+        return out
+
+
+class OfficialNode(Node):
+    """compat="official": the benchmark's own evaluator on a one-record file, its headline metric over 100."""
+
+    def __init__(self, spec: TaskSpec):
+        from snsdata.rewards.official import OFFICIAL_TASKS, REPORTED_METRIC
+
+        name = spec.eval.official
+        if name not in OFFICIAL_TASKS:
+            raise ValueError(f"{spec.id}: compat='official' exists only for the benchmark tasks "
+                             f"({', '.join(OFFICIAL_TASKS)}); eval.official is {name!r}")
+        self.name = name
+        self.metric = REPORTED_METRIC[name]
+
+    def score(self, batch: Batch) -> list[ScoreDetail]:
+        from snsdata.rewards.official import evaluate_benchmark
+
+        out = []
+        for text, record in zip(batch.texts, batch.records, strict=True):
+            value = float(evaluate_benchmark(self.name, [dict(record)], [text], "official")[self.metric])
+            out.append(ScoreDetail(min(1.0, max(0.0, value / 100.0))))
+        return out
+
+
+def build_node(spec: TaskSpec, reward: RewardSpec, workers: int | None = None) -> Node:
+    if isinstance(reward, ExactMatchReward):
+        return ExactMatchNode(spec, reward)
+    if isinstance(reward, MetricReward):
+        return MetricNode(spec, reward)
+    if isinstance(reward, PatternReward):
+        return PatternNode(spec, reward)
+    if isinstance(reward, SandboxReward):
+        return SandboxNode(spec, reward, workers)
+    return CompositeNode(spec, reward, workers)
+
+
+class Scorer:
+    """Scores completions of one task in batches: `scorer(completions, records) -> list[float | None]`.
+
+    Built once per spec (building validates what the spec cannot check alone, e.g. abs_err's range). Completions
+    may be strings or chat-message lists; `lengths` (completion lengths in tokens) feeds the overlong penalty.
+    `stats` counts everything scored so far.
+    """
+
+    def __init__(self, spec: TaskSpec, compat: Compat = "fixed", sandbox_workers: int | None = None):
+        if compat not in ("fixed", "official"):
+            raise ValueError(f"compat must be 'fixed' or 'official', got {compat!r}")
+        self.spec = spec
+        self.task_id = spec.id
+        self.compat = compat
+        self.root = OfficialNode(spec) if compat == "official" else build_node(spec, spec.reward, sandbox_workers)
+        self._stats = ScoreStats()
+        self._lock = threading.Lock()
+
+    def __call__(self, completions: Sequence[Any], records: Sequence[Mapping[str, Any]],
+                 lengths: Sequence[int] | None = None) -> list[float | None]:
+        return [d.score for d in self.details(completions, records, lengths)]
+
+    def details(self, completions: Sequence[Any], records: Sequence[Mapping[str, Any]],
+                lengths: Sequence[int] | None = None) -> list[ScoreDetail]:
+        """One ScoreDetail per completion; never raises on the completions' content."""
+        if len(completions) != len(records):
+            raise ValueError(f"{len(completions)} completions but {len(records)} records")
+        if lengths is not None and len(lengths) != len(completions):
+            raise ValueError(f"{len(completions)} completions but {len(lengths)} lengths")
+        texts = [safe_text(c) for c in completions]
+        rows = [r if isinstance(r, Mapping) else {} for r in records]
+        batch = Batch(self.spec, texts, rows, lengths)
+        try:
+            details = self.root.safe_score(batch)
+        except Exception as exc:
+            details = [error_detail(exc)] * len(batch)
+        details = [_clamped(d) for d in details]
+        with self._lock:
+            for detail in details:
+                self._stats.add(detail)
+        return details
+
+    def parse_pairs(self, completions: Sequence[Any], records: Sequence[Mapping[str, Any]]
+                    ) -> tuple[list[Parsed], list[Parsed | None]]:
+        """Parsed completions and gold answers, with the first comparing reward's parser (else the default
+        normalisers), for corpus metrics."""
+        node = _first_parsing_node(self.root) or _DefaultParsing(self.spec)
+        batch = Batch(self.spec, [safe_text(c) for c in completions], list(records))
+        preds, golds, _ = node.parse_batch(batch)
+        return preds, golds
+
+    @property
+    def stats(self) -> ScoreStats:
+        """A snapshot of the running counts."""
+        with self._lock:
+            snapshot = ScoreStats()
+            snapshot.merge(self._stats)
+            return snapshot
+
+
+class _DefaultParsing(_ParsingNode):
+    def __init__(self, spec: TaskSpec):
+        super().__init__(spec, ExactMatchReward())
+
+
+def _first_parsing_node(node: Node) -> _ParsingNode | None:
+    if isinstance(node, _ParsingNode):
+        return node
+    if isinstance(node, CompositeNode):
+        for child in [n for _, n in node.parts] + ([node.gate] if node.gate else []):
+            found = _first_parsing_node(child)
+            if found:
+                return found
+    return None
+
+
+def safe_text(completion: Any) -> str:
+    """The completion as a capped string, whatever object the caller handed over."""
+    try:
+        return cap(completion_text(completion))
+    except Exception:
+        return ""
+
+
+def _clamped(detail: ScoreDetail) -> ScoreDetail:
+    score = detail.score
+    if score is None:
+        return detail
+    if not math.isfinite(score):
+        return ScoreDetail(None, detail.parse_ok, detail.gold_ok, detail.timed_out,
+                           detail.error or "non-finite score", detail.parts)
+    if 0.0 <= score <= 1.0:
+        return detail
+    return ScoreDetail(min(1.0, max(0.0, score)), detail.parse_ok, detail.gold_ok, detail.timed_out,
+                       detail.error, detail.parts)

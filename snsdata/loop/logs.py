@@ -1,0 +1,126 @@
+"""Rollout and prediction logs: whatever a trainer or an eval run wrote, read into one frame shape.
+
+A log is Parquet or JSONL with one row per completion. Column names vary between trainers, so a few aliases are
+accepted; everything downstream (diagnosis, DPO pairs) sees only `LOG_SCHEMA`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import xxhash
+
+LOG_SCHEMA: dict[str, pl.DataType] = {
+    "task_id": pl.String(),
+    "record_id": pl.String(),
+    "prompt": pl.String(),  # the prompt as text or as JSON messages; null when the log has none
+    "completion": pl.String(),
+    "reward": pl.Float64(),  # null: not scored yet
+    "record": pl.String(),  # the record's fields as JSON; null: look it up by record_id
+    "step": pl.Int64(),  # trainer step of a rollout; null for prediction logs
+}
+
+ALIASES: dict[str, tuple[str, ...]] = {
+    "task_id": ("task_id", "task", "data_source"),
+    "record_id": ("record_id", "id", "uid"),
+    "prompt": ("prompt", "messages", "question", "input"),
+    "completion": ("completion", "prediction", "response", "output", "generation"),
+    "reward": ("reward", "score"),
+    "record": ("record", "extra_info"),
+    "step": ("step", "global_step"),
+}
+"""Column names accepted for each log field, first match wins (TRL, verl and our own writers differ)."""
+
+_JSON_COLUMNS = ("record", "extra_info", "prompt", "messages")
+
+
+class LogError(ValueError):
+    """A log that cannot be read into `LOG_SCHEMA`; the message names the file and the missing piece."""
+
+
+def prompt_hash(prompt: Any) -> str:
+    """Stable id of a prompt (text or chat messages), so rows without a record id can still be matched."""
+    if isinstance(prompt, str):
+        try:
+            decoded = json.loads(prompt)
+        except ValueError:
+            decoded = prompt
+        prompt = decoded if isinstance(decoded, list) else prompt
+    if isinstance(prompt, list):
+        prompt = [{"role": m.get("role"), "content": m.get("content")} for m in prompt]
+    text = json.dumps(prompt, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+    return xxhash.xxh3_64_hexdigest(text.encode("utf-8"))
+
+
+def completion_text(value: Any) -> str:
+    """A completion as plain text; conversational completions keep the last message's content."""
+    if isinstance(value, list):
+        return str(value[-1].get("content", "")) if value else ""
+    if isinstance(value, dict):
+        return str(value.get("content", ""))
+    return "" if value is None else str(value)
+
+
+def _first_keys(path: Path) -> set[str]:
+    with path.open(encoding="utf-8") as handle:
+        for line in handle:
+            if line.strip():
+                return set(json.loads(line))
+    return set()
+
+
+def _read_raw(path: Path) -> pl.DataFrame:
+    if not path.is_file():
+        raise LogError(f"{path}: no such file")
+    if path.suffix == ".parquet":
+        return pl.read_parquet(path)
+    if path.suffix in (".jsonl", ".ndjson", ".json"):
+        keys = _first_keys(path)
+        # JSON objects in these columns become JSON text, so records of different tasks never merge their keys.
+        overrides = {name: pl.String() for name in _JSON_COLUMNS if name in keys}
+        if not keys:
+            return pl.DataFrame()
+        return pl.read_ndjson(path, schema_overrides=overrides, infer_schema_length=None)
+    raise LogError(f"{path}: expected a .parquet or .jsonl log")
+
+
+def _as_text(series: pl.Series) -> pl.Series:
+    """JSON text for nested columns (structs, message lists), plain text otherwise."""
+    if isinstance(series.dtype, pl.Struct):
+        return series.struct.json_encode()
+    if isinstance(series.dtype, pl.List):
+        return pl.Series(series.name, [None if v is None else json.dumps(v, ensure_ascii=False)
+                                       for v in series.to_list()], dtype=pl.String)
+    return series.cast(pl.String)
+
+
+def normalize_log(raw: pl.DataFrame, source: str = "log") -> pl.DataFrame:
+    """Rename aliased columns into `LOG_SCHEMA`; completions become text, nested records and prompts JSON."""
+    columns: dict[str, pl.Series] = {}
+    for field, names in ALIASES.items():
+        name = next((n for n in names if n in raw.columns), None)
+        if name is None:
+            columns[field] = pl.Series(field, [None] * raw.height, dtype=LOG_SCHEMA[field])
+            continue
+        series = raw[name].alias(field)
+        if field == "completion" and isinstance(series.dtype, pl.List | pl.Struct):
+            series = pl.Series(field, [completion_text(v) for v in series.to_list()], dtype=pl.String)
+        elif field in ("record", "prompt"):
+            series = _as_text(series).alias(field)
+        columns[field] = series.cast(LOG_SCHEMA[field], strict=False)
+    for field in ("task_id", "completion"):
+        if columns[field].null_count() == raw.height and raw.height:
+            raise LogError(f"{source}: no {field} column (accepted names: {', '.join(ALIASES[field])})")
+    frame = pl.DataFrame(columns).with_columns(pl.col("completion").fill_null(""))
+    if frame["record_id"].null_count() and frame["prompt"].null_count() == frame.height:
+        raise LogError(f"{source}: rows need a record_id or a prompt to be traced back to their record")
+    return frame
+
+
+def read_log(path: str | Path) -> pl.DataFrame:
+    """Read a Parquet or JSONL rollout/prediction log into `LOG_SCHEMA`."""
+    path = Path(path)
+    return normalize_log(_read_raw(path), str(path))

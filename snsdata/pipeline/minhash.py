@@ -1,0 +1,315 @@
+"""Vectorised MinHash LSH: shingle hashing, one-permutation signatures, banding, exact Jaccard checks.
+
+Every function works on flat numpy arrays of a whole batch, never on one row at a time:
+- shingles: n-grams of code points (or of word-token hashes) hashed to 64 bits with a seeded polynomial over the
+  units and the murmur3 finaliser;
+- signatures: one-permutation MinHash (Li, Owen, Zhang 2012): each shingle hash falls into one of K bins by its
+  high bits and the bin keeps its minimum, so the cost is one pass over the shingles instead of K passes; empty
+  bins are filled by optimal densification (Shrivastava 2017), which keeps the per-bin collision probability
+  equal to the Jaccard similarity;
+- LSH: band hashes are grouped with Polars (hash group-by), never Python dicts;
+- verification: the true Jaccard of two shingle sets by a merge of sorted arrays;
+- clusters: connected components by vectorised label propagation, the smallest row index labelling each.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import polars as pl
+
+from snsdata.pipeline.textnorm import CodePoints
+
+_U64_MAX = np.uint64(np.iinfo(np.uint64).max)
+_C1 = np.uint64(0xFF51AFD7ED558CCD)
+_C2 = np.uint64(0xC4CEB9FE1A85EC53)
+_S33 = np.uint64(33)
+_HASH_BITS = 40  # bits of each shingle hash kept for the Jaccard merge; the rest of the key numbers the pair
+_HASH_SHIFT = np.uint64(64 - _HASH_BITS)
+_HASH_MASK = np.uint64((1 << _HASH_BITS) - 1)
+_DENSIFY_ROUNDS = 48
+
+
+def fmix64(x: np.ndarray) -> np.ndarray:
+    """murmur3's 64-bit finaliser, in place: a bijection that spreads every input bit over the output."""
+    x ^= x >> _S33
+    x *= _C1
+    x ^= x >> _S33
+    x *= _C2
+    x ^= x >> _S33
+    return x
+
+
+def _constants(seed: int, count: int) -> np.ndarray:
+    """Odd 64-bit multipliers derived from the seed (odd keeps multiplication invertible mod 2**64)."""
+    return np.random.default_rng([seed, 0x5EED]).integers(0, 2**63, size=count, dtype=np.uint64) * np.uint64(
+        2
+    ) + np.uint64(1)
+
+
+@dataclass(frozen=True)
+class Units:
+    """The sequence each row is shingled over: code points, or hashes of word tokens."""
+
+    values: np.ndarray  # uint64
+    starts: np.ndarray  # int64
+    lengths: np.ndarray  # int64
+
+
+def char_units(cps: CodePoints) -> Units:
+    """Characters as shingle units."""
+    return Units(cps.cp.astype(np.uint64), cps.starts, cps.lengths)
+
+
+def _is_cjk(cp: np.ndarray) -> np.ndarray:
+    """Han, kana and Hangul code points: scripts written without spaces, where each character is a word."""
+    return (
+        ((cp >= 0x3040) & (cp <= 0x30FF))
+        | ((cp >= 0x3400) & (cp <= 0x4DBF))
+        | ((cp >= 0x4E00) & (cp <= 0x9FFF))
+        | ((cp >= 0xAC00) & (cp <= 0xD7AF))
+        | ((cp >= 0xF900) & (cp <= 0xFAFF))
+        | ((cp >= 0x20000) & (cp <= 0x2FFFF))
+    )
+
+
+def word_units(cps: CodePoints, seed: int) -> Units:
+    """Word tokens as shingle units: runs of non-space characters, each CJK character a token of its own."""
+    cp = cps.cp
+    n = cp.size
+    row_of = np.repeat(np.arange(cps.lengths.size), cps.lengths)
+    space = cp == 0x20
+    cjk = _is_cjk(cp)
+    first_in_row = np.zeros(n, dtype=bool)
+    first_in_row[cps.starts[cps.lengths > 0]] = True
+    prev_space = np.ones(n, dtype=bool)
+    prev_space[1:] = space[:-1]
+    prev_cjk = np.zeros(n, dtype=bool)
+    prev_cjk[1:] = cjk[:-1]
+    token_start = ~space & (first_in_row | prev_space | cjk | prev_cjk)
+    in_token = ~space
+    token_id = np.cumsum(token_start) - 1
+    starts = np.flatnonzero(token_start)
+    # position of each character inside its token, for the polynomial hash sum(c_i * M**i)
+    pos = np.arange(n) - starts[np.maximum(token_id, 0)]
+    mult = _constants(seed, 1)[0]
+    powers = np.cumprod(np.full(max(int(pos.max(initial=0)) + 1, 1), mult, dtype=np.uint64))
+    contrib = np.zeros(n, dtype=np.uint64)
+    contrib[in_token] = cp[in_token].astype(np.uint64) * powers[pos[in_token]]
+    token_hash = np.zeros(starts.size, dtype=np.uint64)
+    np.add.at(token_hash, token_id[in_token], contrib[in_token])
+    token_hash = fmix64(token_hash)
+    tokens_per_row = np.bincount(row_of[token_start], minlength=cps.lengths.size).astype(np.int64)
+    row_starts = np.zeros(tokens_per_row.size, dtype=np.int64)
+    np.cumsum(tokens_per_row[:-1], out=row_starts[1:])
+    return Units(token_hash, row_starts, tokens_per_row)
+
+
+def shingle_hashes(units: Units, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """64-bit hashes of every n-gram of units inside each row, rows in order.
+
+    A row shorter than n (but not empty) has one shingle, itself padded, as in the usual `[text]` convention.
+    Returns (hashes, counts) with counts[i] shingles for row i.
+    """
+    lengths = units.lengths
+    rows = lengths.size
+    counts = np.where(lengths >= n, lengths - n + 1, (lengths > 0).astype(np.int64))
+    total = int(counts.sum())
+    if total == 0:
+        return np.zeros(0, dtype=np.uint64), counts
+    # lay rows out with n-1 zero units after each, so every window is a plain slice and short rows get padded
+    padded_starts = units.starts + np.arange(rows, dtype=np.int64) * (n - 1)
+    padded = np.zeros(units.values.size + rows * (n - 1), dtype=np.uint64)
+    padded[np.arange(units.values.size) + np.repeat(padded_starts - units.starts, lengths)] = units.values
+    width = padded.size - n + 1
+    mults = _constants(seed, 2)
+    acc = padded[:width].copy()
+    for k in range(1, n):
+        acc *= mults[0]
+        acc += padded[k : k + width]
+    first_out = np.zeros(rows, dtype=np.int64)
+    np.cumsum(counts[:-1], out=first_out[1:])
+    take = np.arange(total, dtype=np.int64) + np.repeat(padded_starts - first_out, counts)
+    hashes = acc[take]
+    hashes ^= mults[1]
+    return fmix64(hashes), counts
+
+
+def signatures(hashes: np.ndarray, counts: np.ndarray, num_perm: int, seed: int) -> np.ndarray:
+    """One-permutation MinHash signatures (rows x num_perm, uint64) with optimal densification.
+
+    Rows without shingles keep the all-max signature; callers leave them out of LSH.
+    """
+    rows = counts.size
+    sig = np.full(rows * num_perm, _U64_MAX, dtype=np.uint64)
+    # Lemire's multiply-shift maps the high 32 bits onto [0, num_perm) without a modulo bias worth noting
+    bins = ((hashes >> np.uint64(32)) * np.uint64(num_perm)) >> np.uint64(32)
+    index = np.repeat(np.arange(rows, dtype=np.int64) * num_perm, counts) + bins.astype(np.int64)
+    np.minimum.at(sig, index, hashes)
+    sig = sig.reshape(rows, num_perm)
+    _densify(sig, counts > 0, seed)
+    return sig
+
+
+def _densify(sig: np.ndarray, has_shingles: np.ndarray, seed: int) -> None:
+    """Fill empty bins in place from other bins along a probe sequence shared by all rows.
+
+    Two rows probe the same bins in the same order, so a filled bin agrees between them exactly when the first
+    bin non-empty in either agrees, which happens with probability equal to their Jaccard similarity.
+    Bins still empty after the probe rounds (rows with very few shingles) take the next non-empty bin.
+    """
+    num_perm = sig.shape[1]
+    empty = sig == _U64_MAX
+    empty[~has_shingles] = False
+    r, c = np.nonzero(empty)
+    probes = np.random.default_rng([seed, 0xD3]).integers(0, num_perm, size=(_DENSIFY_ROUNDS, num_perm))
+    for t in range(_DENSIFY_ROUNDS):
+        if r.size == 0:
+            return
+        src = probes[t, c]
+        found = ~empty[r, src]
+        sig[r[found], c[found]] = sig[r[found], src[found]]
+        r, c = r[~found], c[~found]
+    if r.size:
+        offsets = (c[:, None] + np.arange(1, num_perm + 1)[None, :]) % num_perm
+        filled = ~empty[r[:, None], offsets]
+        src = offsets[np.arange(r.size), np.argmax(filled, axis=1)]
+        sig[r, c] = sig[r, src]
+
+
+def band_hashes(sig: np.ndarray, bands: int, rows_per_band: int, seed: int) -> np.ndarray:
+    """One 64-bit hash per band (rows x bands); band index is mixed in so bands never share buckets."""
+    n = sig.shape[0]
+    block = sig[:, : bands * rows_per_band].reshape(n, bands, rows_per_band)
+    mults = _constants(seed ^ 0xBA4D, 1 + bands)
+    acc = block[:, :, 0].copy()
+    for k in range(1, rows_per_band):
+        acc *= mults[0]
+        acc += block[:, :, k]
+    acc += mults[1:][None, :]
+    return fmix64(acc.reshape(-1)).reshape(n, bands)
+
+
+def collision_probability(similarity: float, bands: int, rows_per_band: int) -> float:
+    """Chance that a pair with this Jaccard similarity shares at least one band."""
+    return 1.0 - (1.0 - similarity**rows_per_band) ** bands
+
+
+def choose_bands(threshold: float, num_perm: int, min_recall: float = 0.995) -> tuple[int, int]:
+    """(bands, rows): the most rows per band (fewest false candidates to verify) such that a pair exactly at
+    the threshold still collides with probability >= min_recall; pairs above it collide even more often."""
+    best = (num_perm, 1)
+    for rows_per_band in range(1, num_perm + 1):
+        bands = num_perm // rows_per_band
+        if collision_probability(threshold, bands, rows_per_band) >= min_recall:
+            best = (bands, rows_per_band)
+    return best
+
+
+def candidate_pairs(bands: np.ndarray, row_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Pairs (earlier, later) of rows sharing a band bucket: each member is paired with the bucket's earliest
+    row and with the member just before it, so one stray collision cannot hide a true pair."""
+    firsts: list[np.ndarray] = []
+    seconds: list[np.ndarray] = []
+    for j in range(bands.shape[1]):
+        frame = pl.DataFrame({"h": bands[:, j], "i": row_ids})
+        shared = frame.filter(pl.col("h").is_duplicated()).sort("h", "i")
+        if shared.height == 0:
+            continue
+        linked = shared.with_columns(
+            pl.col("i").first().over("h").alias("first"), pl.col("i").shift(1).over("h").alias("prev")
+        )
+        for col in ("first", "prev"):
+            part = linked.filter(pl.col(col).is_not_null() & (pl.col(col) != pl.col("i")))
+            firsts.append(part[col].to_numpy())
+            seconds.append(part["i"].to_numpy())
+    if not firsts:
+        empty = np.zeros(0, dtype=np.int64)
+        return empty, empty
+    pairs = pl.DataFrame(
+        {"a": np.concatenate(firsts).astype(np.int64), "b": np.concatenate(seconds).astype(np.int64)}
+    ).unique(maintain_order=False).sort("a", "b")
+    return pairs["a"].to_numpy(), pairs["b"].to_numpy()
+
+
+@dataclass(frozen=True)
+class ShingleSets:
+    """Sorted distinct shingle hashes (top bits) of a set of rows, in CSR layout."""
+
+    values: np.ndarray  # uint64, each < 2**_HASH_BITS, sorted within a row
+    starts: np.ndarray  # int64
+    lengths: np.ndarray  # int64
+
+
+def shingle_sets(hashes: np.ndarray, counts: np.ndarray) -> ShingleSets:
+    """Distinct shingles per row, sorted, from the flat hashes of `shingle_hashes`."""
+    rows = counts.size
+    if rows >= 1 << (64 - _HASH_BITS):
+        raise ValueError(f"too many rows in one shingle-set batch: {rows}")
+    row_of = np.repeat(np.arange(rows, dtype=np.uint64), counts)
+    keys = (row_of << np.uint64(_HASH_BITS)) | (hashes >> _HASH_SHIFT)
+    keys.sort()
+    distinct = np.ones(keys.size, dtype=bool)
+    distinct[1:] = keys[1:] != keys[:-1]
+    keys = keys[distinct]
+    lengths = np.bincount((keys >> np.uint64(_HASH_BITS)).astype(np.int64), minlength=rows).astype(np.int64)
+    starts = np.zeros(rows, dtype=np.int64)
+    np.cumsum(lengths[:-1], out=starts[1:])
+    return ShingleSets(keys & _HASH_MASK, starts, lengths)
+
+
+def _pair_keys(sets: ShingleSets, rows: np.ndarray, pair_offset: int) -> tuple[np.ndarray, np.ndarray]:
+    """Shingles of rows[p] keyed by pair number p, sorted (pairs ascending, each row's set already sorted)."""
+    lengths = sets.lengths[rows]
+    total = int(lengths.sum())
+    first = np.zeros(rows.size, dtype=np.int64)
+    np.cumsum(lengths[:-1], out=first[1:])
+    take = np.arange(total, dtype=np.int64) + np.repeat(sets.starts[rows] - first, lengths)
+    pair = np.repeat(np.arange(pair_offset, pair_offset + rows.size, dtype=np.uint64), lengths)
+    return (pair << np.uint64(_HASH_BITS)) | sets.values[take], pair
+
+
+def jaccard(sets: ShingleSets, a: np.ndarray, b: np.ndarray, chunk_elements: int = 16_000_000) -> np.ndarray:
+    """True Jaccard similarity of the shingle sets of rows a[p] and b[p], for every p."""
+    out = np.zeros(a.size, dtype=np.float64)
+    sizes = sets.lengths[a] + sets.lengths[b]
+    limit = 1 << (64 - _HASH_BITS)
+    start = 0
+    while start < a.size:
+        # chunk so the pair number fits beside the hash bits and the merge arrays stay small
+        reach = np.searchsorted(np.cumsum(sizes[start:]), chunk_elements, side="right")
+        stop = min(a.size, start + max(1, int(reach)), start + limit)
+        keys_a, pair_a = _pair_keys(sets, a[start:stop], 0)
+        keys_b, _ = _pair_keys(sets, b[start:stop], 0)
+        if keys_b.size:
+            pos = np.minimum(np.searchsorted(keys_b, keys_a), keys_b.size - 1)
+            hit = keys_b[pos] == keys_a
+            inter = np.bincount(pair_a[hit].astype(np.int64), minlength=stop - start)
+        else:
+            inter = np.zeros(stop - start, dtype=np.int64)
+        union = sizes[start:stop] - inter
+        out[start:stop] = np.divide(inter, union, out=np.ones(stop - start), where=union > 0)
+        start = stop
+    return out
+
+
+def connected_components(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(nodes, representative): every row touched by an edge and the smallest row id of its component."""
+    nodes = np.unique(np.concatenate([a, b]))
+    ia = np.searchsorted(nodes, a)
+    ib = np.searchsorted(nodes, b)
+    label = np.arange(nodes.size, dtype=np.int64)
+    while True:
+        low = np.minimum(label[ia], label[ib])
+        if np.array_equal(label[ia], low) and np.array_equal(label[ib], low):
+            break
+        np.minimum.at(label, ia, low)
+        np.minimum.at(label, ib, low)
+        while True:  # pointer jumping: labels only ever point to smaller indices, so this converges
+            jumped = label[label]
+            if np.array_equal(jumped, label):
+                break
+            label = jumped
+    return nodes, nodes[label]
+

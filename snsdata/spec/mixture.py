@@ -1,0 +1,299 @@
+"""Mixtures: which tasks one training stage takes, in what proportions, how it splits, samples and filters.
+
+A mixture is data like a task spec: `task_specs/mixtures/NAME.yaml`, validated strictly, errors naming file, line
+and key path. `snsdata.build` turns a mixture plus a data root into a build directory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
+
+from snsdata.spec.loader import MIXTURES_DIR, SpecError, SpecIssue, specs_root
+from snsdata.spec.models import Capability, TaskSpec
+from snsdata.spec.yaml_loader import KeyPath, Located, SpecYamlError, load_located
+
+Format = Literal["sft", "dpo", "rl", "cpt"]
+Origin = Literal["sns", "general"]
+EMPTY_TARGET = "empty_target"
+"""`balance.by` value meaning "is the gold answer empty" (CHLW's `[]`, MRC's unanswerable) instead of a field."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def origin_of(spec: TaskSpec) -> Origin:
+    """General data is the `general` capability; everything else is SNS data."""
+    return "general" if spec.capability == "general" else "sns"
+
+
+def has_rationale(spec: TaskSpec) -> bool:
+    """Specs whose gold can carry a rationale (a rationale field, or an explain/cot variant)."""
+    return spec.target.rationale_field is not None or bool({"explain", "cot", "rationale"} & set(spec.tags))
+
+
+class Select(_Strict):
+    """Which tasks a component takes. Every criterion given must hold; an empty selector takes every task."""
+
+    ids: list[str] = Field(default_factory=list)
+    """Tasks named here must have data: a named task whose data is missing is an error, not a skip."""
+    capabilities: list[Capability] = Field(default_factory=list)
+    tags: list[str] = Field(default_factory=list)
+    """Any of these tags."""
+    languages: list[str] = Field(default_factory=list)
+    """Any of these languages."""
+    origin: Origin | None = None
+    rationale: bool | None = None
+    weak: bool | None = None
+    """Only (or never) the weak tasks of a diagnosis (stage 2); needs `targeted` in the mixture."""
+    exclude_ids: list[str] = Field(default_factory=list)
+    exclude_tags: list[str] = Field(default_factory=list)
+
+    def matches(self, spec: TaskSpec, weak_tasks: Iterable[str] = ()) -> bool:
+        checks = [
+            not self.ids or spec.id in self.ids,
+            not self.capabilities or spec.capability in self.capabilities,
+            not self.tags or bool(set(self.tags) & set(spec.tags)),
+            not self.languages or bool(set(self.languages) & set(spec.languages)),
+            self.origin is None or origin_of(spec) == self.origin,
+            self.rationale is None or has_rationale(spec) == self.rationale,
+            self.weak is None or (spec.id in set(weak_tasks)) == self.weak,
+            spec.id not in self.exclude_ids,
+            not set(self.exclude_tags) & set(spec.tags),
+        ]
+        return all(checks)
+
+
+class RawText(_Strict):
+    """Plain documents for continued pretraining, from files under the data root (skipped when absent)."""
+
+    paths: list[str] = Field(min_length=1)
+    format: Literal["txt", "jsonl", "parquet"]
+    """`txt`: one document per non-empty line; `jsonl`/`parquet`: one per row, text in `field`."""
+    field: str = "text"
+    language: str | None = None
+
+
+class Component(_Strict):
+    """One part of a mixture: tasks (`select`) or raw text (`raw`), with a share of the total or a count."""
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    select: Select | None = None
+    raw: RawText | None = None
+    share: float | None = Field(default=None, gt=0, le=1)
+    """Fraction of (total - counted components); the shares of a mixture sum to 1."""
+    count: int | None = Field(default=None, ge=0)
+    """Absolute number of train rows."""
+    temperature: float | None = Field(default=None, gt=0)
+    """Overrides the mixture's temperature for sampling among this component's tasks."""
+    max_upsample: float | None = Field(default=None, ge=1)
+    target: Literal["gold", "soft_label"] = "gold"
+    """`soft_label`: SFT targets are the stage-1 model's own answers from `--soft-labels` (RedOne 2.0 stage 2)."""
+    text_fields: list[str] | None = None
+    """CPT only: record fields whose values (joined by blank lines) are the document; default: prompt + target."""
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Component:
+        if (self.select is None) == (self.raw is None):
+            raise ValueError("a component has exactly one of `select` (tasks) or `raw` (text files)")
+        if self.share is not None and self.count is not None:
+            raise ValueError("a component has a `share` or a `count`, not both")
+        return self
+
+
+class Balance(_Strict):
+    """Class balancing of a task's train rows, so a majority class cannot farm reward (CHLW's 70% empty golds)."""
+
+    select: Select
+    by: str
+    """A field of the record (the label), or `empty_target` (gold empty vs not)."""
+    max_ratio: float = Field(default=1.0, ge=1)
+    """Each class keeps at most max_ratio x the smallest class's rows; the rest go to rejects (step `balance`)."""
+
+
+class GroupBy(_Strict):
+    """Records whose normalised values of these fields agree form one group, assigned to one split whole."""
+
+    select: Select
+    fields: list[str] = Field(min_length=1)
+
+
+class Splits(_Strict):
+    """Train/eval assignment. Keep it equal across the mixtures of one model, so eval sets agree between stages."""
+
+    seed: int = 0
+    """Separate from the sampling seed: `--seed` reshuffles sampling without moving records between splits."""
+    eval_share: float = Field(default=0.1, ge=0, lt=1)
+    """Share of groups held out, for tasks whose source has a single split."""
+    eval_splits: list[str] = Field(default_factory=lambda: ["test", "eval", "val", "validation", "dev"])
+    """Source splits that are evaluation splits (for tasks with several splits)."""
+    eval_max_per_task: int | None = Field(default=200, ge=0)
+    group_by: list[GroupBy] = Field(default_factory=list)
+
+
+class Step(_Strict):
+    """A pipeline step by name, with its parameters (passed to the pipeline runner as given)."""
+
+    name: str
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class Targeted(_Strict):
+    """RedOne 2.0 stage 2: the weak tasks (from `--diagnosis`, else these defaults) and their failure weight."""
+
+    default_weak_tasks: list[str] = Field(min_length=1)
+    failure_weight: float = Field(default=1.0, gt=0)
+    """SFT `weight` of a failure sample named by the diagnosis file."""
+
+
+class Mixture(_Strict):
+    """One stage's dataset: format, components with shares or counts, sampling, splits, pipeline steps."""
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    description: str
+    recipe: str | None = None
+    """Which paper and stage this reproduces (free text)."""
+    format: Format
+    seed: int = 0
+    total: int | None = Field(default=None, gt=0)
+    """Train rows. With a total every component has a share or a count; without, every selected record once."""
+    temperature: float = Field(default=1.0, gt=0)
+    """Task i of a component is drawn in proportion to n_i^(1/T): 1 = natural sizes, larger = flatter."""
+    max_upsample: float = Field(default=1.0, ge=1)
+    """No task is repeated more than this many times over (whole copies plus a seeded remainder)."""
+    splits: Splits = Field(default_factory=Splits)
+    steps: list[Step] = Field(default_factory=list)
+    balance: list[Balance] = Field(default_factory=list)
+    targeted: Targeted | None = None
+    components: list[Component] = Field(min_length=1)
+
+    _source: str = PrivateAttr(default="<memory>")
+    _lines: dict[KeyPath, tuple[str, int]] = PrivateAttr(default_factory=dict)
+
+    @field_validator("steps", mode="before")
+    @classmethod
+    def _step_names(cls, value: Any) -> Any:
+        """A bare step name is a step with no parameters."""
+        if isinstance(value, list):
+            return [{"name": item} if isinstance(item, str) else item for item in value]
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Mixture:
+        names = [c.name for c in self.components]
+        if len(set(names)) != len(names):
+            raise ValueError(f"component names repeat: {sorted(n for n in set(names) if names.count(n) > 1)}")
+        shares = [c.share for c in self.components if c.share is not None]
+        if self.total is None and shares:
+            raise ValueError("components with a `share` need the mixture's `total`")
+        if self.total is not None:
+            loose = [c.name for c in self.components if c.share is None and c.count is None]
+            if loose:
+                raise ValueError(f"with a `total`, every component has a `share` or a `count` (not: {loose})")
+            if shares and abs(sum(shares) - 1) > 1e-6:
+                raise ValueError(f"component shares sum to {sum(shares):g}, not 1")
+            counted = sum(c.count or 0 for c in self.components)
+            if counted > self.total:
+                raise ValueError(f"component counts ({counted}) exceed the total ({self.total})")
+        if self.format != "cpt" and any(c.raw for c in self.components):
+            raise ValueError("raw-text components (`raw`) have no prompt: only a `cpt` mixture takes them")
+        if self.format != "sft" and any(c.target == "soft_label" for c in self.components):
+            raise ValueError("soft-label targets (`target: soft_label`) are SFT targets: use format `sft`")
+        uses_weak = any(c.select and c.select.weak is not None for c in self.components)
+        if uses_weak and self.targeted is None:
+            raise ValueError("a component selects `weak` tasks but the mixture declares no `targeted` block")
+        return self
+
+    @property
+    def source(self) -> str:
+        """The file this mixture was loaded from."""
+        return self._source
+
+    def where(self, *path: str | int) -> tuple[str, int]:
+        """File and line of a key path (for errors found after loading, e.g. an unknown task id)."""
+        return Located(None, self._lines).where(tuple(path)) if self._lines else (self._source, 0)
+
+
+def mixtures_root() -> Path:
+    """The shipped `task_specs/mixtures/` folder."""
+    return specs_root() / MIXTURES_DIR
+
+
+def list_mixtures(root: Path | None = None) -> list[str]:
+    """Names of the mixtures in a folder (default: the shipped ones)."""
+    return sorted(p.stem for p in (root or mixtures_root()).glob("*.yaml"))
+
+
+def _issues(located: Located, exc: ValidationError) -> list[SpecIssue]:
+    issues = []
+    for error in exc.errors():
+        loc = tuple(error["loc"])
+        file, line = located.where(loc)
+        message = "unknown key (misspelt?)" if error["type"] == "extra_forbidden" else error["msg"]
+        issues.append(SpecIssue(file, line, ".".join(str(p) for p in loc), message))
+    return issues
+
+
+def load_mixture(name_or_path: str | Path) -> Mixture:
+    """A mixture by shipped name (`sft_step1`) or by path to a YAML file; SpecError names file, line, key."""
+    path = Path(name_or_path)
+    if not path.is_file():
+        path = mixtures_root() / f"{name_or_path}.yaml"
+        if not path.is_file():
+            known = ", ".join(list_mixtures())
+            raise SpecError([SpecIssue(str(name_or_path), 0, "", f"no mixture file or shipped mixture of that name "
+                                                                 f"(shipped: {known})")])
+    try:
+        located = load_located(path)
+    except SpecYamlError as exc:
+        raise SpecError([SpecIssue(str(path), 0, "", str(exc))]) from None
+    if not isinstance(located.data, dict):
+        raise SpecError([SpecIssue(str(path), 1, "", "a mixture file is a mapping of keys")])
+    try:
+        mixture = Mixture.model_validate(located.data)
+    except ValidationError as exc:
+        raise SpecError(_issues(located, exc)) from None
+    mixture._source = str(path)
+    mixture._lines = located.lines
+    return mixture
+
+
+def check_against_catalogue(mixture: Mixture, specs: dict[str, TaskSpec]) -> list[SpecIssue]:
+    """Task ids the mixture names that the catalogue lacks, and balance/group fields no selected task has."""
+    issues = []
+
+    def unknown(ids: list[str], *path: str | int) -> None:
+        for index, task_id in enumerate(ids):
+            if task_id not in specs:
+                file, line = mixture.where(*path, index)
+                issues.append(SpecIssue(file, line, ".".join(str(p) for p in (*path, index)),
+                                        f"unknown task id {task_id!r}"))
+
+    for i, component in enumerate(mixture.components):
+        if component.select:
+            unknown(component.select.ids, "components", i, "select", "ids")
+            unknown(component.select.exclude_ids, "components", i, "select", "exclude_ids")
+    if mixture.targeted:
+        unknown(mixture.targeted.default_weak_tasks, "targeted", "default_weak_tasks")
+    for i, rule in enumerate(mixture.balance):
+        unknown(rule.select.ids, "balance", i, "select", "ids")
+        if rule.by == EMPTY_TARGET:
+            continue
+        for spec in specs.values():
+            if rule.select.matches(spec) and rule.by not in spec.source.provided_fields():
+                file, line = mixture.where("balance", i, "by")
+                issues.append(SpecIssue(file, line, f"balance.{i}.by",
+                                        f"task {spec.id} has no field {rule.by!r}"))
+    for i, group in enumerate(mixture.splits.group_by):
+        unknown(group.select.ids, "splits", "group_by", i, "select", "ids")
+        for spec in specs.values():
+            missing = set(group.fields) - spec.source.provided_fields()
+            if group.select.matches(spec) and missing:
+                file, line = mixture.where("splits", "group_by", i, "fields")
+                issues.append(SpecIssue(file, line, f"splits.group_by.{i}.fields",
+                                        f"task {spec.id} has no field(s) {sorted(missing)}"))
+    return issues
