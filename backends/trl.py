@@ -41,7 +41,7 @@ class BuildError(ValueError):
 def _build_path(build: str | Path) -> Path:
     path = Path(build)
     if not (path / "data").is_dir():
-        raise BuildError(f"{path}: not a build directory (no data/; `snsdata build --mixture NAME --out DIR` makes one)")
+        raise BuildError(f"{path}: not a build directory (no data/); `snsdata build` makes one")
     return path
 
 
@@ -192,9 +192,10 @@ REDONE_SFT_LR: dict[tuple[str, int], float] = {("7b", 1): 5e-6, ("7b", 2): 3e-6,
 """RedOne SFT learning rates by model size and step (the paper: 5e-6 then 3e-6 for 7B, 3e-6 for both for 32B)."""
 
 
-def _batch(global_batch_size: int, per_device: int) -> dict[str, int]:
-    """Per-device batch and gradient accumulation that give the paper's global batch on WORLD_SIZE processes."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
+def _batch(global_batch_size: int, per_device: int, world_size: int | None) -> dict[str, int]:
+    """Per-device batch and gradient accumulation that give the paper's global batch on `world_size` processes
+    (default: $WORLD_SIZE as torchrun and accelerate set it, else 1)."""
+    world = world_size or int(os.environ.get("WORLD_SIZE", "1"))
     if global_batch_size % (per_device * world):
         raise ValueError(f"global batch {global_batch_size} is not a multiple of per-device batch {per_device} x "
                          f"{world} processes")
@@ -202,17 +203,19 @@ def _batch(global_batch_size: int, per_device: int) -> dict[str, int]:
             "gradient_accumulation_steps": global_batch_size // (per_device * world)}
 
 
-def _merge(defaults: dict[str, Any], overrides: dict[str, Any], global_batch_size: int) -> dict[str, Any]:
+def _merge(defaults: dict[str, Any], overrides: dict[str, Any], global_batch_size: int,
+           world_size: int | None) -> dict[str, Any]:
     """Overrides win; the accumulation steps follow an overridden per-device batch unless set explicitly too."""
     per_device = overrides.get("per_device_train_batch_size", 1)
-    args = {**defaults, **_batch(global_batch_size, per_device), **overrides}
+    args = {**defaults, **_batch(global_batch_size, per_device, world_size), **overrides}
     if "gradient_accumulation_steps" in overrides:
         args["gradient_accumulation_steps"] = overrides["gradient_accumulation_steps"]
     return args
 
 
 def redone_sft_config(step: Literal[1, 2] = 1, model_size: Literal["7b", "32b"] = "7b",
-                      output_dir: str = "redone_sft", global_batch_size: int = 128, **overrides: Any) -> SFTConfig:
+                      output_dir: str = "redone_sft", global_batch_size: int = 128, world_size: int | None = None,
+                      **overrides: Any) -> SFTConfig:
     """RedOne's two-step SFT: lr 5e-6 / 3e-6 (7B; 3e-6 both steps for 32B), linear warm-up 0.1, AdamW (0.9, 0.95,
     1e-8), global batch 128, 3 / 2 epochs, max length 16,384 with packing. Keyword overrides win."""
     from trl import SFTConfig
@@ -229,10 +232,11 @@ def redone_sft_config(step: Literal[1, 2] = 1, model_size: Literal["7b", "32b"] 
         "max_length": 16_384,
         "packing": True,
     }
-    return SFTConfig(**_merge(defaults, overrides, global_batch_size))
+    return SFTConfig(**_merge(defaults, overrides, global_batch_size, world_size))
 
 
-def redone_dpo_config(output_dir: str = "redone_dpo", global_batch_size: int = 64, **overrides: Any) -> DPOConfig:
+def redone_dpo_config(output_dir: str = "redone_dpo", global_batch_size: int = 64, world_size: int | None = None,
+                      **overrides: Any) -> DPOConfig:
     """RedOne's DPO: lr 1e-7, global batch 64, max length 4,096, 2 epochs, SFT loss on the chosen answer with
     coefficient 0.3 (TRL: `loss_type=["sigmoid", "sft"]`, `loss_weights=[1.0, 0.3]`). Keyword overrides win."""
     from trl import DPOConfig
@@ -245,7 +249,7 @@ def redone_dpo_config(output_dir: str = "redone_dpo", global_batch_size: int = 6
         "loss_type": ["sigmoid", "sft"],
         "loss_weights": [1.0, 0.3],
     }
-    return DPOConfig(**_merge(defaults, overrides, global_batch_size))
+    return DPOConfig(**_merge(defaults, overrides, global_batch_size, world_size))
 
 
 def redone2_dapo_config(output_dir: str = "redone2_dapo", **overrides: Any) -> GRPOConfig:
@@ -274,9 +278,8 @@ def redone2_reward_funcs(build: str | Path, config: GRPOConfig, overlong_cache_t
     The penalty is linear from 0 to -1 over the last `overlong_cache_tokens` (default a fifth, the DAPO paper's
     4,096 of 20,480) before `config.max_completion_length`, and sums with the task reward.
     """
-    from trl.rewards import get_soft_overlong_punishment
-
     from snsdata.backends.trl_rewards import reward_funcs
+    from trl.rewards import get_soft_overlong_punishment
 
     max_len = config.max_completion_length
     cache = overlong_cache_tokens if overlong_cache_tokens is not None else max(1, max_len // 5)

@@ -22,8 +22,8 @@ REGEX_TIMEOUT_S = 0.5
 _THINK_CLOSE = regex.compile(r"</think\s*>", regex.IGNORECASE)
 _THINK_OPEN = regex.compile(r"<think\s*>", regex.IGNORECASE)
 _ANSWER_PREFIX = regex.compile(
-    r"^\s*(?:(?:the\s+)?(?:final\s+|correct\s+)?answer(?:\s+is)?|final\s+answer|output|"
-    r"最终答案(?:是|为)?|正确答案(?:是|为)?|答案(?:是|为)?|答)\s*[:：]?\s*",
+    r"^\s*(?:(?:the\s+)?(?:final\s+|correct\s+)?answer\s*(?:is\b\s*[:：]?|[:：])|output\s*[:：]|"
+    r"(?:最终|正确)?答案\s*(?:[是为]\s*[:：]?|[:：])|答\s*[:：])\s*",
     regex.IGNORECASE,
 )
 _BOLD = regex.compile(r"(\*\*|__)(?=\S)(.+?)(?<=\S)\1", regex.DOTALL)

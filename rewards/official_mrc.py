@@ -19,9 +19,17 @@ import jieba
 from nltk.translate.bleu_score import SmoothingFunction, sentence_bleu
 from rapidfuzz.distance import LCSseq
 from rouge import Rouge
-from snsdata.rewards.official_text import first_bracket_span, parse_list_literal, safe_eval, strip_think
+from snsdata.rewards.official_text import (
+    first_bracket_span,
+    parse_list_literal,
+    safe_eval,
+    strip_fence,
+    strip_think,
+)
 
 Result = dict[str, float | bool]
+# (gold has an answer, prediction has an answer) -> confusion cell
+_STATUS = {(False, False): "tn", (True, False): "fn", (False, True): "fp", (True, True): "tp"}
 
 # --- Note-MRC-simple ---------------------------------------------------------------------------------
 
@@ -120,8 +128,7 @@ def evaluate_mrc_simple(answers: list[Any], predictions: list[str], fixed: bool)
         if pred is None:
             errors += 1
             continue
-        status = {(False, False): "tn", (True, False): "fn", (False, True): "fp", (True, True): "tp"}
-        kind = status[(bool(ref), bool(pred))]
+        kind = _STATUS[(bool(ref), bool(pred))]
         counts[kind] += 1
         if kind != "tp":
             continue
@@ -159,8 +166,6 @@ def evaluate_mrc_simple(answers: list[Any], predictions: list[str], fixed: bool)
 
 _RESULT_OFFICIAL = re.compile(r"<Result>(.+?)</Result>", re.DOTALL)
 _RESULT_FIXED = re.compile(r"<Result>(.*?)</Result>", re.DOTALL)
-_FENCE_OPEN = re.compile(r"^```(?:json)?\s*")
-_FENCE_CLOSE = re.compile(r"\s*```$")
 # Deleted before comparing options/reasons. The notes also list the two-character "……", which a
 # per-character deletion can never match, so it is left out.
 _MRC_PUNCT = frozenset(":_\\`，。：？！()“”；’《》·、,「」（）－～『』|")
@@ -189,8 +194,7 @@ def _parse_result(text: str, fixed: bool) -> Items | None:
     """The last <Result> block as Option/Reason pairs; None = parse error."""
     if fixed:
         found = _RESULT_FIXED.findall(strip_think(text))
-        body = _FENCE_CLOSE.sub("", _FENCE_OPEN.sub("", found[-1].strip())) if found else None
-        body = "[]" if body == "" else body
+        body = (strip_fence(found[-1]) or "[]") if found else None
     else:
         found = _RESULT_OFFICIAL.findall(text)
         # A character-set strip meant for ```json fences.
@@ -261,9 +265,7 @@ def evaluate_mrc_complex(answers: list[str], predictions: list[str], fixed: bool
         if gold is None or pred is None:
             errors += 1
             continue
-        kind = {(False, False): "tn", (True, False): "fn", (False, True): "fp", (True, True): "tp"}[
-            (bool(gold), bool(pred))
-        ]
+        kind = _STATUS[(bool(gold), bool(pred))]
         counts[kind] += 1
         if kind == "tn":
             sums.update(dict.fromkeys(_FIELDS + _REASON_FIELDS, 1.0))

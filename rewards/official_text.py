@@ -88,9 +88,7 @@ _WRAPPERS = (("**", "**"), ("*", "*"), ("`", "`"), ('"', '"'), ("'", "'"), ("“
 def strip_think(text: str) -> str:
     """Remove reasoning: closed think blocks, everything before a stray `</think>` (the chat template opened
     the block), and an unclosed `<think>` up to the end of the text."""
-    text = _THINK_BLOCK.sub("", text)
-    parts = _THINK_CLOSE.split(text)
-    text = parts[-1]
+    text = _THINK_CLOSE.split(_THINK_BLOCK.sub("", text))[-1]
     return _THINK_OPEN.split(text, maxsplit=1)[0].strip()
 
 

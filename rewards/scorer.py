@@ -7,9 +7,11 @@ completion: a node whose batch computation fails is retried row by row, and a ro
 
 from __future__ import annotations
 
+import json
 import math
 import threading
 from collections.abc import Callable, Hashable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from snsdata.rewards.metrics import METRICS, is_empty, run_metric
@@ -124,7 +126,11 @@ class _ParsingNode(Node):
 
         def parse_gold(row: int) -> Parsed | None:
             text = gold_texts[row]
-            return parser.parse(text, allowed[row]) if text is not None else None
+            if text is None:
+                return None
+            if not text.strip() and parser.format in ("labels", "spans"):
+                return Parsed([], True)  # a record with no items may render its gold list as nothing
+            return parser.parse(text, allowed[row])
 
         golds = batch.per_record(("gold", id(self)), parse_gold)
         preds = [parser.parse(text, allowed[row]) for row, text in enumerate(batch.texts)]
@@ -160,12 +166,14 @@ class ExactMatchNode(_ParsingNode):
 
 
 class MetricNode(_ParsingNode):
-    def __init__(self, spec: TaskSpec, reward: MetricReward):
+    def __init__(self, spec: TaskSpec, reward: MetricReward, options: BuildOptions):
         super().__init__(spec, reward)
         self.metric = METRICS[reward.metric]
         params = metric_params(reward)
         if reward.metric == "abs_err" and params.range is None:
             params = params.model_copy(update={"range": _label_range(spec)})
+        if options.selfcheck and hasattr(params, "empty_match"):
+            params = params.model_copy(update={"empty_match": 1.0})
         self.params = params
 
     def score(self, batch: Batch) -> list[ScoreDetail]:
@@ -208,11 +216,13 @@ class PatternNode(Node):
 
 
 class SandboxNode(Node):
-    """Runs the completion's code against the record's tests; one pool call for the whole batch."""
+    """Runs each completion's code against its record's tests: one call to a warm sandbox pool per batch."""
 
-    def __init__(self, spec: TaskSpec, reward: SandboxReward, workers: int | None = None):
+    def __init__(self, spec: TaskSpec, reward: SandboxReward, options: BuildOptions):
         self.reward = reward
-        self.workers = workers
+        self.workers = options.sandbox_workers
+        self._pool: Any = None
+        self._lock = threading.Lock()
 
     def program(self, text: str, record: Mapping[str, Any]) -> str:
         """The code to run: the completion's code, behind the record's prompt (HumanEval's signature and
@@ -225,28 +235,69 @@ class SandboxNode(Node):
             return prompt + code
         return code
 
-    def score(self, batch: Batch) -> list[ScoreDetail]:
-        from snsdata.rewards.sandbox import SandboxJob, SandboxLimits, run_jobs
+    def job(self, text: str, record: Mapping[str, Any]) -> Any:
+        """The sandbox job of one row, or None when the record carries no usable tests."""
+        from snsdata.rewards.sandbox import SandboxJob
 
         reward = self.reward
-        jobs, rows, out = [], [], [ScoreDetail(None, gold_ok=False)] * len(batch)
+        tests = _decoded(record.get(reward.tests_field))
+        entry = record.get(reward.entry_point_field) if reward.entry_point_field else None
+        program = self.program(text, record)
+        if reward.mode == "stdio":
+            cases = [_io_case(c) for c in tests] if isinstance(tests, list) else []
+            cases = [c for c in cases if c is not None]
+            return SandboxJob(program=program, mode="stdio", stdin_cases=cases) if cases else None
+        if isinstance(tests, list):
+            tests = [str(t) for t in tests if str(t).strip()]
+        if not tests or not isinstance(tests, str | list):
+            return None
+        return SandboxJob(program=program, tests=tests, entry_point=str(entry) if entry else None)
+
+    def pool(self) -> Any:
+        """A warm pool kept across batches (worker start-up is paid once, not per training step)."""
+        from snsdata.rewards.sandbox import SandboxLimits, SandboxPool
+
+        with self._lock:
+            if self._pool is None:
+                limits = SandboxLimits(timeout_s=self.reward.timeout_s, memory_mb=self.reward.memory_mb)
+                self._pool = SandboxPool(limits, workers=self.workers)
+            return self._pool
+
+    def score(self, batch: Batch) -> list[ScoreDetail]:
+        out = [ScoreDetail(None, gold_ok=False)] * len(batch)
+        jobs, rows = [], []
         for row, (text, record) in enumerate(zip(batch.texts, batch.records, strict=True)):
-            tests = record.get(reward.tests_field)
-            if not tests:
-                continue
-            program = self.program(text, record)
-            if not program.strip():
+            if not extract_code(text).strip():
                 out[row] = ScoreDetail(0.0, parse_ok=False)
                 continue
-            entry = record.get(reward.entry_point_field) if reward.entry_point_field else None
-            jobs.append(SandboxJob(program=program, tests=tests, entry_point=entry, mode=reward.mode))
-            rows.append(row)
+            job = self.job(text, record)
+            if job is not None:
+                jobs.append(job)
+                rows.append(row)
         if jobs:
-            limits = SandboxLimits(timeout_s=reward.timeout_s, memory_mb=reward.memory_mb)
-            for row, result in zip(rows, run_jobs(jobs, limits, self.workers), strict=True):
-                reward_value = min(1.0, max(0.0, float(result.reward)))
-                out[row] = ScoreDetail(reward_value, timed_out=bool(getattr(result, "timed_out", False)))
+            for row, result in zip(rows, self.pool().run(jobs), strict=True):
+                out[row] = ScoreDetail(min(1.0, max(0.0, float(result.reward))), timed_out=result.status == "timeout")
         return out
+
+
+def _decoded(value: Any) -> Any:
+    """A tests field that may hold JSON (a list of asserts or of stdin/stdout cases) or plain test code."""
+    if isinstance(value, str) and value.lstrip()[:1] in ("[", "{"):
+        try:
+            return json.loads(value)
+        except ValueError:
+            return value
+    return value
+
+
+def _io_case(case: Any) -> tuple[str, str] | None:
+    if isinstance(case, Mapping):
+        stdin, expected = case.get("input", case.get("stdin")), case.get("output", case.get("stdout"))
+    elif isinstance(case, list | tuple) and len(case) == 2:
+        stdin, expected = case
+    else:
+        return None
+    return (str(stdin), str(expected)) if stdin is not None and expected is not None else None
 
 
 def overlong_penalty(length: int, overlong: OverlongPenalty) -> float:
@@ -263,9 +314,9 @@ class CompositeNode(Node):
     """Weighted mean of the parts (parts that do not apply drop out), times the gate, plus the overlong penalty
     (clipped at 0: DAPO adds it to the reward, and rewards here live in [0, 1])."""
 
-    def __init__(self, spec: TaskSpec, reward: CompositeReward, workers: int | None = None):
-        self.parts = [(part.weight, build_node(spec, part.reward, workers)) for part in reward.parts]
-        self.gate = build_node(spec, reward.gate, workers) if reward.gate is not None else None
+    def __init__(self, spec: TaskSpec, reward: CompositeReward, options: BuildOptions):
+        self.parts = [(part.weight, build_node(spec, part.reward, options)) for part in reward.parts]
+        self.gate = build_node(spec, reward.gate, options) if reward.gate is not None else None
         self.overlong = reward.overlong
 
     def score(self, batch: Batch) -> list[ScoreDetail]:
@@ -318,16 +369,24 @@ class OfficialNode(Node):
         return out
 
 
-def build_node(spec: TaskSpec, reward: RewardSpec, workers: int | None = None) -> Node:
+@dataclass(frozen=True)
+class BuildOptions:
+    sandbox_workers: int | None = None
+    selfcheck: bool = False
+    """Score empty-versus-empty pairs 1 whatever `empty_match` says: the gold self-check asks whether the gold
+    parses and matches itself, not what a deliberately discounted empty answer earns."""
+
+
+def build_node(spec: TaskSpec, reward: RewardSpec, options: BuildOptions) -> Node:
     if isinstance(reward, ExactMatchReward):
         return ExactMatchNode(spec, reward)
     if isinstance(reward, MetricReward):
-        return MetricNode(spec, reward)
+        return MetricNode(spec, reward, options)
     if isinstance(reward, PatternReward):
         return PatternNode(spec, reward)
     if isinstance(reward, SandboxReward):
-        return SandboxNode(spec, reward, workers)
-    return CompositeNode(spec, reward, workers)
+        return SandboxNode(spec, reward, options)
+    return CompositeNode(spec, reward, options)
 
 
 class Scorer:
@@ -338,13 +397,15 @@ class Scorer:
     `stats` counts everything scored so far.
     """
 
-    def __init__(self, spec: TaskSpec, compat: Compat = "fixed", sandbox_workers: int | None = None):
+    def __init__(self, spec: TaskSpec, compat: Compat = "fixed", sandbox_workers: int | None = None,
+                 selfcheck: bool = False):
         if compat not in ("fixed", "official"):
             raise ValueError(f"compat must be 'fixed' or 'official', got {compat!r}")
         self.spec = spec
         self.task_id = spec.id
         self.compat = compat
-        self.root = OfficialNode(spec) if compat == "official" else build_node(spec, spec.reward, sandbox_workers)
+        options = BuildOptions(sandbox_workers, selfcheck)
+        self.root = OfficialNode(spec) if compat == "official" else build_node(spec, spec.reward, options)
         self._stats = ScoreStats()
         self._lock = threading.Lock()
 

@@ -491,6 +491,24 @@ def test_querygen_both_empty_would_crash_officially():
     assert result["final_scores"] == pytest.approx(100.0)
 
 
+def test_embedding_cosine_is_pairwise_and_loads_the_model_once():
+    from concurrent.futures import ThreadPoolExecutor
+
+    from snsdata.rewards.embedding import cosine_similarity, get_model
+
+    with ThreadPoolExecutor(4) as pool:
+        models = list(pool.map(lambda _: get_model(), range(4)))
+    assert all(m is models[0] for m in models)
+    sims = cosine_similarity(
+        ["polo wool sweater", "polo wool sweater", "polo wool sweater"],
+        ["polo wool sweater", "knitted polo jumper", "cable car opening hours"],
+    )
+    assert sims.shape == (3,)
+    assert sims[0] == pytest.approx(1.0, abs=1e-9)
+    assert sims[1] > sims[2]
+    assert cosine_similarity([], []).shape == (0,)
+
+
 # --- SNS-TransBench ------------------------------------------------------------------------------------------------
 
 

@@ -117,19 +117,19 @@ def choose_weak(figures: pl.DataFrame, rules: WeakRules, has_baseline: bool) -> 
 
 
 def _capabilities(task_ids: list[str], source: RecordSource) -> dict[str, str]:
-    specs = source.specs()
+    specs = source.specs
     return {task_id: specs[task_id].capability if task_id in specs else "unknown" for task_id in task_ids}
 
 
 def diagnose_frames(log: pl.DataFrame, rules: WeakRules, source: RecordSource,
                     baseline: pl.DataFrame | None = None) -> dict[str, Any]:
     """The diagnosis of an already-read log (and baseline): figures, weak tasks with reasons, failure samples."""
-    scored = score_rows(attach_records(log, source))
+    scored = score_rows(attach_records(log, source), source)
     figures = task_figures(scored, rules)
     capabilities = _capabilities(figures["task_id"].to_list(), source)
     figures = figures.with_columns(capability=pl.col("task_id").replace_strict(capabilities, return_dtype=pl.String))
     if baseline is not None:
-        base = task_figures(score_rows(attach_records(baseline, source)), rules).select(
+        base = task_figures(score_rows(attach_records(baseline, source), source), rules).select(
             "task_id", baseline_mean_reward="mean_reward", baseline_pass_rate="pass_rate")
         figures = figures.join(base, on="task_id", how="left").with_columns(
             delta_mean_reward=pl.col("mean_reward") - pl.col("baseline_mean_reward"),
@@ -163,18 +163,27 @@ def diagnose_frames(log: pl.DataFrame, rules: WeakRules, source: RecordSource,
 
 
 def diagnose(log_path: str | Path, rules: WeakRules | None = None, *, baseline_path: str | Path | None = None,
-             build_dir: str | Path | None = None) -> dict[str, Any]:
-    """Diagnose a rollout or prediction log file; the result is what `write_diagnosis` stores."""
+             build_dir: str | Path | None = None, from_step: int | None = None) -> dict[str, Any]:
+    """Diagnose a rollout or prediction log file; the result is what `write_diagnosis` stores.
+
+    `from_step` keeps only rollouts logged at that trainer step or later (rows without a step are kept): early
+    rollouts describe the starting model, not the one stage 2 continues from.
+    """
     rules = rules or WeakRules()
     source = RecordSource(build_dir)
     log_path = Path(log_path)
     baseline = read_log(baseline_path) if baseline_path is not None else None
-    result = diagnose_frames(read_log(log_path), rules, source, baseline)
+    log = read_log(log_path)
+    if from_step is not None:
+        log = log.filter(pl.col("step").is_null() | (pl.col("step") >= from_step))
+    result = diagnose_frames(log, rules, source, baseline)
     inputs = {"log": {"path": str(log_path), "sha256": _sha256(log_path)}}
     if baseline_path is not None:
         inputs["baseline"] = {"path": str(baseline_path), "sha256": _sha256(Path(baseline_path))}
     if build_dir is not None:
         inputs["build"] = {"path": str(build_dir)}
+    if from_step is not None:
+        inputs["log"]["from_step"] = from_step
     return {"schema": result.pop("schema"), "inputs": inputs, **result}
 
 

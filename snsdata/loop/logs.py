@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
-import xxhash
+
+from snsdata.build.formats import prompt_hash as build_prompt_hash
 
 LOG_SCHEMA: dict[str, pl.DataType] = {
     "task_id": pl.String(),
@@ -42,17 +43,17 @@ class LogError(ValueError):
 
 
 def prompt_hash(prompt: Any) -> str:
-    """Stable id of a prompt (text or chat messages), so rows without a record id can still be matched."""
+    """Stable id of a prompt given as chat messages, their JSON text, or plain text (a one-turn user prompt).
+
+    Message lists hash exactly as the build hashes its rendered prompts (`snsdata.build.formats.prompt_hash`).
+    """
     if isinstance(prompt, str):
         try:
             decoded = json.loads(prompt)
         except ValueError:
-            decoded = prompt
-        prompt = decoded if isinstance(decoded, list) else prompt
-    if isinstance(prompt, list):
-        prompt = [{"role": m.get("role"), "content": m.get("content")} for m in prompt]
-    text = json.dumps(prompt, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
-    return xxhash.xxh3_64_hexdigest(text.encode("utf-8"))
+            decoded = None
+        prompt = decoded if isinstance(decoded, list) else [{"role": "user", "content": prompt}]
+    return build_prompt_hash(prompt)
 
 
 def completion_text(value: Any) -> str:

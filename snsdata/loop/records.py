@@ -12,12 +12,11 @@ from __future__ import annotations
 import json
 from functools import cached_property
 from pathlib import Path
-from typing import Any
 
 import polars as pl
 
 from snsdata.loop.logs import prompt_hash
-from snsdata.spec import load_catalogue
+from snsdata.spec import TaskSpec, load_catalogue
 
 
 class RecordSource:
@@ -28,12 +27,13 @@ class RecordSource:
         if self.build_dir is not None and not (self.build_dir / "manifest.json").is_file():
             raise FileNotFoundError(f"{self.build_dir}: not a build directory (no manifest.json)")
 
-    def capabilities(self) -> dict[str, str]:
-        """Task id -> capability, from the build's frozen specs when there is a build, else the catalogue."""
+    @cached_property
+    def specs(self) -> dict[str, TaskSpec]:
+        """The build's frozen specs (what the run was scored with) when there is a build, else the catalogue."""
         if self.build_dir is not None and (self.build_dir / "specs.json").is_file():
-            specs = json.loads((self.build_dir / "specs.json").read_text(encoding="utf-8"))
-            return {task_id: spec.get("capability", "unknown") for task_id, spec in specs.items()}
-        return {task_id: spec.capability for task_id, spec in load_catalogue().items()}
+            frozen = json.loads((self.build_dir / "specs.json").read_text(encoding="utf-8"))
+            return {task_id: TaskSpec.model_validate(spec) for task_id, spec in frozen.items()}
+        return load_catalogue()
 
     @cached_property
     def rows(self) -> pl.DataFrame:
@@ -76,22 +76,24 @@ def attach_records(log: pl.DataFrame, source: RecordSource) -> pl.DataFrame:
             .with_columns(record=pl.coalesce("record", "build_record")).drop("build_record"))
 
 
-def _score_one(task_id: str, completion: str, record: dict[str, Any]) -> tuple[float | None, bool | None]:
-    from snsdata.rewards import score
+def score_rows(log: pl.DataFrame, source: RecordSource) -> pl.DataFrame:
+    """Add `parse_failed`; fill null rewards by scoring against each row's record (null where none is known).
 
-    return score(task_id, completion, record), None
+    Rows a trainer already scored keep their reward (it is what the policy was trained on); they are still parsed
+    when their record is known, so the parse-failure rate covers them too. Unknown task ids stay unscored.
+    """
+    from snsdata.rewards.api import get_scorer
 
-
-def score_rows(log: pl.DataFrame) -> pl.DataFrame:
-    """Add `parse_failed` and fill null rewards by scoring against each row's record (null where none is known)."""
-    rewards, failed = [], []
-    for row in log.select("task_id", "completion", "reward", "record").iter_rows(named=True):
-        if row["record"] is None:
-            rewards.append(row["reward"])
-            failed.append(None)
-            continue
-        value, parse_failed = _score_one(row["task_id"], row["completion"], json.loads(row["record"]))
-        rewards.append(row["reward"] if row["reward"] is not None else value)
-        failed.append(parse_failed)
+    specs = source.specs
+    rewards = log["reward"].to_list()
+    failed: list[bool | None] = [None] * log.height
+    indexed = log.with_row_index("_row").filter(pl.col("record").is_not_null() & pl.col("task_id").is_in(list(specs)))
+    for (task_id,), group in indexed.group_by("task_id"):
+        scorer = get_scorer(str(task_id), "fixed", specs)
+        details = scorer.details(group["completion"].to_list(), [json.loads(r) for r in group["record"].to_list()])
+        for row, detail in zip(group["_row"].to_list(), details, strict=True):
+            failed[row] = not detail.parse_ok
+            if rewards[row] is None:
+                rewards[row] = detail.score
     return log.with_columns(reward=pl.Series(rewards, dtype=pl.Float64),
                             parse_failed=pl.Series(failed, dtype=pl.Boolean))

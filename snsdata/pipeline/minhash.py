@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
-from snsdata.pipeline.textnorm import CodePoints
+from snsdata.pipeline.textnorm import SEPARATOR, CodePoints
 
 _U64_MAX = np.uint64(np.iinfo(np.uint64).max)
 _C1 = np.uint64(0xFF51AFD7ED558CCD)
@@ -50,7 +50,8 @@ def _constants(seed: int, count: int) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Units:
-    """The sequence each row is shingled over: code points, or hashes of word tokens."""
+    """The sequences rows are shingled over (code points or word-token hashes), rows end to end with one
+    separator unit after each; row i is `values[starts[i] : starts[i] + lengths[i]]`."""
 
     values: np.ndarray  # uint64
     starts: np.ndarray  # int64
@@ -75,65 +76,73 @@ def _is_cjk(cp: np.ndarray) -> np.ndarray:
 
 
 def word_units(cps: CodePoints, seed: int) -> Units:
-    """Word tokens as shingle units: runs of non-space characters, each CJK character a token of its own."""
+    """Word tokens as shingle units: runs of non-space characters, each CJK character a token of its own.
+
+    A token's unit is a polynomial hash of its code points, summed with `np.add.at` over token ids.
+    """
     cp = cps.cp
-    n = cp.size
-    row_of = np.repeat(np.arange(cps.lengths.size), cps.lengths)
-    space = cp == 0x20
+    gap = (cp == 0x20) | (cp == SEPARATOR)
     cjk = _is_cjk(cp)
-    first_in_row = np.zeros(n, dtype=bool)
-    first_in_row[cps.starts[cps.lengths > 0]] = True
-    prev_space = np.ones(n, dtype=bool)
-    prev_space[1:] = space[:-1]
-    prev_cjk = np.zeros(n, dtype=bool)
+    prev_gap = np.ones(cp.size, dtype=bool)
+    prev_gap[1:] = gap[:-1]
+    prev_cjk = np.zeros(cp.size, dtype=bool)
     prev_cjk[1:] = cjk[:-1]
-    token_start = ~space & (first_in_row | prev_space | cjk | prev_cjk)
-    in_token = ~space
+    token_start = ~gap & (prev_gap | cjk | prev_cjk)
     token_id = np.cumsum(token_start) - 1
-    starts = np.flatnonzero(token_start)
-    # position of each character inside its token, for the polynomial hash sum(c_i * M**i)
-    pos = np.arange(n) - starts[np.maximum(token_id, 0)]
+    in_token = np.flatnonzero(~gap)
+    first_char = np.flatnonzero(token_start)
+    pos = in_token - first_char[token_id[in_token]]
     mult = _constants(seed, 1)[0]
-    powers = np.cumprod(np.full(max(int(pos.max(initial=0)) + 1, 1), mult, dtype=np.uint64))
-    contrib = np.zeros(n, dtype=np.uint64)
-    contrib[in_token] = cp[in_token].astype(np.uint64) * powers[pos[in_token]]
-    token_hash = np.zeros(starts.size, dtype=np.uint64)
-    np.add.at(token_hash, token_id[in_token], contrib[in_token])
-    token_hash = fmix64(token_hash)
-    tokens_per_row = np.bincount(row_of[token_start], minlength=cps.lengths.size).astype(np.int64)
-    row_starts = np.zeros(tokens_per_row.size, dtype=np.int64)
-    np.cumsum(tokens_per_row[:-1], out=row_starts[1:])
-    return Units(token_hash, row_starts, tokens_per_row)
+    powers = np.cumprod(np.full(int(pos.max(initial=0)) + 1, mult, dtype=np.uint64))
+    token_hash = np.zeros(first_char.size, dtype=np.uint64)
+    np.add.at(token_hash, token_id[in_token], cp[in_token].astype(np.uint64) * powers[pos])
+    fmix64(token_hash)
+    # lay tokens out like characters: each row's tokens, then one separator unit
+    seps = np.flatnonzero(cp == SEPARATOR)
+    tokens_before_sep = np.searchsorted(first_char, seps)
+    lengths = np.diff(np.concatenate([[0], tokens_before_sep]))
+    values = np.insert(token_hash, tokens_before_sep, np.uint64(0))
+    starts = np.zeros(lengths.size, dtype=np.int64)
+    np.cumsum(lengths[:-1] + 1, out=starts[1:])
+    return Units(values, starts, lengths.astype(np.int64))
 
 
 def shingle_hashes(units: Units, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """64-bit hashes of every n-gram of units inside each row, rows in order.
 
-    A row shorter than n (but not empty) has one shingle, itself padded, as in the usual `[text]` convention.
-    Returns (hashes, counts) with counts[i] shingles for row i.
+    `units.values` holds the rows end to end with one separator after each, so a row's windows are a plain
+    slice of the hash of every window. A row shorter than n (but not empty) has one shingle, itself padded
+    with zeros, as in the usual `[text]` convention. Returns (hashes, counts), counts[i] shingles for row i.
     """
-    lengths = units.lengths
-    rows = lengths.size
+    values, starts, lengths = units.values, units.starts, units.lengths
     counts = np.where(lengths >= n, lengths - n + 1, (lengths > 0).astype(np.int64))
     total = int(counts.sum())
+    out = np.empty(total, dtype=np.uint64)
     if total == 0:
-        return np.zeros(0, dtype=np.uint64), counts
-    # lay rows out with n-1 zero units after each, so every window is a plain slice and short rows get padded
-    padded_starts = units.starts + np.arange(rows, dtype=np.int64) * (n - 1)
-    padded = np.zeros(units.values.size + rows * (n - 1), dtype=np.uint64)
-    padded[np.arange(units.values.size) + np.repeat(padded_starts - units.starts, lengths)] = units.values
-    width = padded.size - n + 1
-    mults = _constants(seed, 2)
-    acc = padded[:width].copy()
-    for k in range(1, n):
-        acc *= mults[0]
-        acc += padded[k : k + width]
-    first_out = np.zeros(rows, dtype=np.int64)
+        return out, counts
+    mult, salt = _constants(seed, 2)
+    first_out = np.zeros(counts.size, dtype=np.int64)
     np.cumsum(counts[:-1], out=first_out[1:])
-    take = np.arange(total, dtype=np.int64) + np.repeat(padded_starts - first_out, counts)
-    hashes = acc[take]
-    hashes ^= mults[1]
-    return fmix64(hashes), counts
+    width = values.size - n + 1
+    if width > 0:
+        acc = values[:width].copy()
+        for k in range(1, n):
+            acc *= mult
+            acc += values[k : k + width]
+    else:
+        acc, width = np.zeros(1, dtype=np.uint64), 1
+    take = np.arange(total, dtype=np.int64) + np.repeat(starts - first_out, counts)
+    np.minimum(take, width - 1, out=take)
+    out = acc[take]
+    short = np.flatnonzero((lengths > 0) & (lengths < n))
+    if short.size:
+        padded = np.zeros(short.size, dtype=np.uint64)
+        for k in range(n):
+            padded *= mult
+            padded += np.where(k < lengths[short], values[np.minimum(starts[short] + k, values.size - 1)], 0)
+        out[first_out[short]] = padded
+    out ^= salt
+    return fmix64(out), counts
 
 
 def signatures(hashes: np.ndarray, counts: np.ndarray, num_perm: int, seed: int) -> np.ndarray:

@@ -23,131 +23,163 @@ _SPACE = 0x20
 
 @dataclass(frozen=True)
 class CodePoints:
-    """Normalised text of a batch of rows: code points of row i are `cp[starts[i] : starts[i] + lengths[i]]`."""
+    """Normalised text of a batch of rows: code points of row i are `cp[starts[i] : starts[i] + lengths[i]]`,
+    each row followed by SEPARATOR."""
 
     cp: np.ndarray  # uint32
     starts: np.ndarray  # int64
     lengths: np.ndarray  # int64
 
 
+_SLOW, _WIDE = 1, 2
+# Rows are laid end to end with this value after each; it is no code point, so it cannot occur in text.
+SEPARATOR = np.uint32(0x110000)
+
+
 @dataclass(frozen=True)
 class _Tables:
-    """Per code point: NFKC + lowercase image, as up to `width` code points starting at `offset` in `chars`."""
+    """Per code point: the first code point of its NFKC + lowercase image (whitespace -> space) and flags;
+    a wide character's image continues with `width - 1` code points at `tail_offset` in `tails`."""
 
-    width: np.ndarray  # uint8: code points in the image (1 for most)
-    offset: np.ndarray  # int64 into chars
-    chars: np.ndarray  # uint32: all images, concatenated
-    slow: np.ndarray  # bool: the image depends on neighbouring characters; use unicodedata on the whole row
-    space: np.ndarray  # bool: whitespace
+    image: np.ndarray  # uint32
+    flags: np.ndarray  # uint8: _SLOW (depends on neighbours), _WIDE (image longer than one code point)
+    width: np.ndarray  # uint8
+    tail_offset: np.ndarray  # int64
+    tails: np.ndarray  # uint32
 
 
 @functools.cache
 def _tables() -> _Tables:
     """Build the lookup tables once per process: a pure function of the Unicode database (about 0.1 s)."""
+    image = np.arange(_UNICODE_SIZE, dtype=np.uint32)
+    flags = np.zeros(_UNICODE_SIZE, dtype=np.uint8)
     width = np.ones(_UNICODE_SIZE, dtype=np.uint8)
-    offset = np.arange(_UNICODE_SIZE, dtype=np.int64)
-    slow = np.zeros(_UNICODE_SIZE, dtype=bool)
-    space = np.zeros(_UNICODE_SIZE, dtype=bool)
-    extra: list[int] = []
+    tail_offset = np.zeros(_UNICODE_SIZE, dtype=np.int64)
+    tails: list[int] = []
     for c in range(_TABLE_LIMIT):
         ch = chr(c)
-        mapped = unicodedata.normalize("NFKC", ch).lower()
-        if mapped != ch:
-            if any(unicodedata.combining(m) for m in mapped):
-                slow[c] = True  # combining marks may reorder or compose with their neighbours
-            else:
-                width[c] = len(mapped)
-                offset[c] = _UNICODE_SIZE + len(extra)
-                extra.extend(ord(m) for m in mapped)
-        if unicodedata.combining(ch):
-            slow[c] = True
+        mapped = unicodedata.normalize("NFKC", ch).casefold()
+        if unicodedata.combining(ch) or any(unicodedata.combining(m) for m in mapped):
+            flags[c] |= _SLOW  # combining marks reorder and compose with their neighbours
+        elif len(mapped) > 1 and any(m.isspace() for m in mapped):
+            flags[c] |= _SLOW
+        elif len(mapped) > 1:
+            flags[c] |= _WIDE
+            width[c] = len(mapped)
+            tail_offset[c] = len(tails)
+            tails.extend(ord(m) for m in mapped[1:])
+        if mapped:
+            image[c] = _SPACE if mapped.isspace() else ord(mapped[0])
         decomposition = unicodedata.decomposition(ch)
         if decomposition and not decomposition.startswith("<"):
             parts = decomposition.split()
             if len(parts) == 2:  # the second half of a canonical pair composes with what precedes it
-                slow[int(parts[1], 16)] = True
-        if ch.isspace():
-            space[c] = True
-    slow[0x3A3] = True  # capital sigma lowercases by context (final sigma)
-    chars = np.concatenate([np.arange(_UNICODE_SIZE, dtype=np.uint32), np.asarray(extra, dtype=np.uint32)])
-    return _Tables(width, offset, chars, slow, space)
+                flags[int(parts[1], 16)] |= _SLOW
+    image[0] = _SPACE  # NUL is no character of text; treating it as space keeps it out of the way
+    flags[0x1161:0x1176] |= _SLOW  # Hangul vowel and trailing jamo compose algorithmically
+    flags[0x11A8:0x11C3] |= _SLOW
+    return _Tables(image, flags, width, tail_offset, np.asarray(tails, dtype=np.uint32))
 
 
 def normalize_text(text: str) -> str:
-    """The exact normalisation the tables implement: NFKC, lowercase, whitespace runs to one space, trimmed."""
-    return " ".join(unicodedata.normalize("NFKC", text).lower().split())
-
-
-def _cumsum0(values: np.ndarray) -> np.ndarray:
-    """Cumulative sum with a leading 0, as int64 (bool input summed as 0/1)."""
-    out = np.zeros(values.size + 1, dtype=np.int64)
-    np.cumsum(values.astype(np.int64, copy=False), out=out[1:])
-    return out
-
-
-def _segment_sums(values: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-    """Sum of `values` over each segment; empty segments give 0 (unlike np.add.reduceat)."""
-    csum = _cumsum0(values)
-    return csum[starts + lengths] - csum[starts]
+    """The exact normalisation the tables implement: NFKC, casefold, whitespace runs to one space, trimmed."""
+    return " ".join(unicodedata.normalize("NFKC", text).casefold().split())
 
 
 def _starts(lengths: np.ndarray) -> np.ndarray:
-    return _cumsum0(lengths)[:-1]
+    """Offsets of rows laid end to end."""
+    out = np.zeros(lengths.size, dtype=np.int64)
+    np.cumsum(lengths[:-1], out=out[1:])
+    return out
 
 
-def _flat(values: list[str]) -> np.ndarray:
-    return np.frombuffer("".join(values).encode("utf-32-le"), dtype=np.uint32)
+def _encode(text: str) -> np.ndarray:
+    return np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
 
 
 def codepoints(texts: pl.Series) -> CodePoints:
-    """Normalise a string column into flat code points (nulls become empty rows)."""
+    """Normalise a string column into flat code points, as `normalize_text` would (nulls become empty rows).
+
+    Two table lookups over the whole batch do nearly all the work. Characters that compose with or reorder
+    against their neighbours (combining marks) are normalised exactly by `unicodedata`, together with the
+    character before them: NFKC never looks back past a character that cannot compose with what precedes it,
+    and casefolding is context-free, so normalising just those runs gives the same text.
+    """
     values = texts.fill_null("").to_list()
     lengths = texts.str.len_chars().fill_null(0).to_numpy().astype(np.int64)
-    starts = _starts(lengths)
-    cp = _flat(values)
+    raw = _encode("\0".join(values) + "\0")
     tables = _tables()
-    slow_rows = np.flatnonzero(_segment_sums(tables.slow[cp], starts, lengths))
-    if slow_rows.size:
-        for i in slow_rows.tolist():
-            values[i] = unicodedata.normalize("NFKC", values[i]).lower()
-            lengths[i] = len(values[i])
-        starts = _starts(lengths)
-        cp = _flat(values)
-    width = tables.width[cp]
-    wide = np.flatnonzero(width != 1)
-    if wide.size:
-        # expand the few characters whose image is not exactly one code point (e.g. "…" -> "...")
-        lengths = _segment_sums(width, starts, lengths)
-        out_pos = _cumsum0(width)
-        mapped = np.empty(int(out_pos[-1]), dtype=np.uint32)
-        one = width == 1
-        mapped[out_pos[:-1][one]] = tables.chars[tables.offset[cp[one]]]
-        wide_width = width[wide]
-        for k in range(int(wide_width.max())):
-            sel = wide[wide_width > k]
-            mapped[out_pos[sel] + k] = tables.chars[tables.offset[cp[sel]] + k]
-        cp = mapped
-        starts = _starts(lengths)
-    else:
-        cp = tables.chars[tables.offset[cp]]
-    return _collapse_space(cp, starts, lengths, tables.space[cp])
+    special = np.flatnonzero(tables.flags[raw])
+    if special.size:
+        slow = special[(tables.flags[raw[special]] & _SLOW) != 0]
+        if slow.size:
+            raw = _renormalise(raw, values, lengths, slow)
+            special = np.flatnonzero(tables.flags[raw] & _WIDE)
+    out = tables.image[raw]
+    out[np.cumsum(lengths + 1) - 1] = SEPARATOR
+    if special.size:
+        out = _expand(out, raw, special, tables)
+    return _collapse_space(out)
 
 
-def _collapse_space(cp: np.ndarray, starts: np.ndarray, lengths: np.ndarray, is_space: np.ndarray) -> CodePoints:
-    """Whitespace runs to one space, none at either end of a row: the vectorised form of `" ".join(s.split())`."""
-    n = cp.size
-    if n == 0:
-        return CodePoints(cp, starts, lengths)
-    row_of = np.repeat(np.arange(lengths.size), lengths)
-    # a space survives if the next character is in the same row and not a space, and some non-space precedes it
-    next_same_row = np.zeros(n, dtype=bool)
-    next_same_row[:-1] = row_of[1:] == row_of[:-1]
-    next_nonspace = np.zeros(n, dtype=bool)
-    next_nonspace[:-1] = ~is_space[1:]
-    nonspace = _cumsum0(~is_space)
-    nonspace_before = nonspace[1:] - np.repeat(nonspace[starts], lengths)
-    keep = ~is_space | (next_same_row & next_nonspace & (nonspace_before > 0))
-    out = cp[keep]
-    out[is_space[keep]] = _SPACE
-    new_lengths = _segment_sums(keep, starts, lengths)
-    return CodePoints(out, _starts(new_lengths), new_lengths)
+def _renormalise(raw: np.ndarray, values: list[str], lengths: np.ndarray, slow: np.ndarray) -> np.ndarray:
+    """Normalise each run of slow characters, with the character before it, exactly; splice the rows back.
+
+    `slow` are positions in `raw` (rows each followed by one separator); `lengths` is updated in place.
+    """
+    ends = np.cumsum(lengths + 1)  # one past each row's separator
+    rows = np.searchsorted(ends, slow, side="right")
+    starts = ends - lengths - 1
+    new_run = np.ones(slow.size, dtype=bool)
+    new_run[1:] = (np.diff(slow) != 1) | (rows[1:] != rows[:-1])
+    run_rows = rows[new_run]
+    run_first = np.maximum(slow[new_run] - 1, starts[run_rows]) - starts[run_rows]
+    run_stop = slow[np.append(np.flatnonzero(new_run)[1:], slow.size) - 1] + 1 - starts[run_rows]
+    pieces = []
+    done = 0
+    run = 0
+    for row in np.unique(run_rows).tolist():
+        text = values[row]
+        parts = []
+        at = 0
+        while run < run_rows.size and run_rows[run] == row:
+            first, stop = int(run_first[run]), int(run_stop[run])
+            parts.append(text[at:first])
+            parts.append(unicodedata.normalize("NFKC", text[first:stop]).casefold())
+            at = stop
+            run += 1
+        parts.append(text[at:])
+        text = "".join(parts)
+        pieces.append(raw[done : starts[row]])
+        pieces.append(_encode(text))
+        lengths[row] = len(text)
+        done = int(ends[row] - 1)
+    pieces.append(raw[done:])
+    return np.concatenate(pieces)
+
+
+def _expand(out: np.ndarray, raw: np.ndarray, wide: np.ndarray, tables: _Tables) -> np.ndarray:
+    """Insert the tails of wide images (e.g. "…" -> "...") after their first code point."""
+    extra = tables.width[raw[wide]].astype(np.int64) - 1
+    at = np.repeat(wide + 1, extra)
+    first = np.repeat(tables.tail_offset[raw[wide]] - _starts(extra), extra)
+    return np.insert(out, at, tables.tails[first + np.arange(at.size)])
+
+
+def _collapse_space(cp: np.ndarray) -> CodePoints:
+    """Whitespace runs to one space, none at either end of a row: the vectorised `" ".join(s.split())`.
+
+    `cp` holds rows each followed by SEPARATOR. Pass one keeps only the last space of a run and drops a run
+    that ends a row; pass two drops the run that started a row, now one space right after a separator.
+    """
+    space = cp == _SPACE
+    drop = np.zeros(cp.size, dtype=bool)
+    drop[:-1] = space[:-1] & ((cp[1:] == _SPACE) | (cp[1:] == SEPARATOR))
+    cp = cp[~drop]
+    leading = cp == _SPACE
+    leading[1:] &= cp[:-1] == SEPARATOR
+    cp = cp[~leading]
+    seps = np.flatnonzero(cp == SEPARATOR)
+    starts = np.zeros(seps.size, dtype=np.int64)
+    starts[1:] = seps[:-1] + 1
+    return CodePoints(cp, starts, seps - starts)

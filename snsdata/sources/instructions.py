@@ -172,7 +172,8 @@ def _apply(draft: _Draft, kinds: list[str], rng: random.Random) -> None:
     if "keywords:forbidden_words" in kinds:
         absent = [w for w in _FORBIDDEN_POOL if not re.search(rf"\b{w}\b", reference, flags=re.IGNORECASE)]
         if absent:
-            draft.chosen["keywords:forbidden_words"] = {"forbidden_words": sorted(rng.sample(absent, min(2, len(absent))))}
+            words = sorted(rng.sample(absent, min(2, len(absent))))
+            draft.chosen["keywords:forbidden_words"] = {"forbidden_words": words}
     if "length_constraints:number_words" in kinds:
         from if_verifiable.ifeval.instructions_util import count_words
 

@@ -1,0 +1,248 @@
+"""TRL reward callables: one GRPO/RLOO reward function that scores every snsdata task of a batch.
+
+TRL 1.16 calls `reward_func(prompts=..., completions=..., completion_ids=..., <every dataset column>=...,
+trainer_state=..., log_extra=..., log_metric=...)` and turns None into "not applicable". The callable here
+dispatches each row on its `task_id` column, rebuilds the record from the `record` JSON column (falling back to
+the individual columns), scores each task's rows in batches on worker threads under a deadline (no signals, so it
+works off the main thread and in TRL's async loop), gives 0 to rows still running at the deadline, and returns
+None for tasks it does not cover. It is a module-level class, so `experimental.async_grpo` can pickle it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import threading
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from snsdata.rewards.scorer import Scorer
+from snsdata.rewards.types import ScoreDetail, ScoreStats
+from snsdata.spec import TaskSpec, load_catalogue
+
+TRAINER_KWARGS = frozenset({"prompts", "completions", "completion_ids", "trainer_state", "log_extra",
+                            "log_metric", "environments"})
+"""Keyword arguments TRL adds beside the dataset columns; never part of a record."""
+
+_PENDING = object()
+
+
+def run_with_deadline(jobs: Sequence[Callable[[], Any]], workers: int, timeout_s: float) -> list[Any]:
+    """Run jobs on daemon threads; a job unfinished at the deadline yields `None` in its slot and is abandoned.
+
+    Daemon threads (not a ThreadPoolExecutor) so that a job stuck past its deadline can never block the
+    trainer's exit; a job that raises yields its exception.
+    """
+    results: list[Any] = [_PENDING] * len(jobs)
+    if not jobs:
+        return results
+    todo: queue.SimpleQueue[int] = queue.SimpleQueue()
+    for index in range(len(jobs)):
+        todo.put(index)
+    lock = threading.Lock()
+    finished = threading.Event()
+    expired = threading.Event()
+    remaining = [len(jobs)]
+
+    def work() -> None:
+        while not expired.is_set():
+            try:
+                index = todo.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                value: Any = jobs[index]()
+            except Exception as exc:
+                value = exc
+            with lock:
+                if not expired.is_set():
+                    results[index] = value
+                remaining[0] -= 1
+                if remaining[0] == 0:
+                    finished.set()
+
+    for _ in range(max(1, min(workers, len(jobs)))):
+        threading.Thread(target=work, name="snsdata-reward", daemon=True).start()
+    finished.wait(timeout_s)
+    with lock:
+        expired.set()
+        return [None if r is _PENDING else r for r in results]
+
+
+class SnsdataReward:
+    """Reward of every row whose `task_id` names a covered spec; None for the others.
+
+    timeout_s bounds one call (rows unscored at the deadline get 0 and count as timeouts); chunk_size rows of
+    one task are scored per job, so one slow task does not hold back the others' rows.
+    """
+
+    def __init__(self, specs: Mapping[str, TaskSpec], name: str = "snsdata", timeout_s: float = 120.0,
+                 workers: int | None = None, chunk_size: int = 128, task_column: str = "task_id"):
+        self.__name__ = name
+        self.specs = dict(specs)
+        self.timeout_s = timeout_s
+        self.workers = workers or min(4, os.cpu_count() or 1)
+        self.chunk_size = chunk_size
+        self.task_column = task_column
+        self.stats: dict[str, ScoreStats] = {}
+        self._scorers: dict[str, Scorer] = {}
+        self._lock = threading.Lock()
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Specs travel as JSON-ready dicts (compiled templates do not pickle); scorers are rebuilt on use."""
+        return {"specs": {tid: spec.model_dump(mode="json") for tid, spec in self.specs.items()},
+                "name": self.__name__, "timeout_s": self.timeout_s, "workers": self.workers,
+                "chunk_size": self.chunk_size, "task_column": self.task_column}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        specs = {tid: TaskSpec.model_validate(spec) for tid, spec in state["specs"].items()}
+        self.__init__(specs, state["name"], state["timeout_s"], state["workers"], state["chunk_size"],
+                      state["task_column"])
+
+    def scorer(self, task_id: str) -> Scorer:
+        with self._lock:
+            if task_id not in self._scorers:
+                self._scorers[task_id] = Scorer(self.specs[task_id])
+            return self._scorers[task_id]
+
+    def __call__(self, prompts: Sequence[Any] | None = None, completions: Sequence[Any] | None = None,
+                 completion_ids: Sequence[Sequence[int]] | None = None, **kwargs: Any) -> list[float | None]:
+        completions = list(completions or [])
+        n = len(completions)
+        rewards: list[float | None] = [None] * n
+        task_ids = kwargs.get(self.task_column)
+        if not isinstance(task_ids, Sequence) or len(task_ids) != n:
+            return rewards
+        columns = {k: v for k, v in kwargs.items()
+                   if k not in TRAINER_KWARGS and isinstance(v, Sequence) and not isinstance(v, str) and len(v) == n}
+        records = _records(columns, n)
+        lengths = _lengths(completion_ids, n)
+        groups: dict[str, list[int]] = {}
+        for row, task_id in enumerate(task_ids):
+            if isinstance(task_id, str) and task_id in self.specs:
+                groups.setdefault(task_id, []).append(row)
+        chunks = [(task_id, rows[i: i + self.chunk_size])
+                  for task_id, rows in groups.items() for i in range(0, len(rows), self.chunk_size)]
+        jobs = [self._job(task_id, rows, completions, records, lengths) for task_id, rows in chunks]
+        results = run_with_deadline(jobs, self.workers, self.timeout_s)
+        batch_stats: dict[str, ScoreStats] = {}
+        for (task_id, rows), result in zip(chunks, results, strict=True):
+            stats = batch_stats.setdefault(task_id, ScoreStats())
+            if isinstance(result, list):
+                details = result
+            else:
+                timed_out = result is None
+                error = None if timed_out else f"{type(result).__name__}: {result}"[:300]
+                details = [ScoreDetail(0.0 if timed_out else None, parse_ok=not timed_out, timed_out=timed_out,
+                                       error=error)] * len(rows)
+            for row, detail in zip(rows, details, strict=True):
+                rewards[row] = detail.score
+                stats.add(detail)
+        with self._lock:
+            for task_id, stats in batch_stats.items():
+                self.stats.setdefault(task_id, ScoreStats()).merge(stats)
+        _log(kwargs.get("log_metric"), self.__name__, batch_stats)
+        return rewards
+
+    def _job(self, task_id: str, rows: list[int], completions: list[Any], records: list[dict[str, Any]],
+             lengths: list[int] | None) -> Callable[[], list[ScoreDetail]]:
+        def run() -> list[ScoreDetail]:
+            return self.scorer(task_id).details(
+                [completions[r] for r in rows], [records[r] for r in rows],
+                [lengths[r] for r in rows] if lengths is not None else None,
+            )
+
+        return run
+
+
+def _records(columns: Mapping[str, Sequence[Any]], n: int) -> list[dict[str, Any]]:
+    """Each row's record: the `record` JSON column's fields over the row's other columns. Rows with the same
+    record JSON share one dict, so per-record work (gold parsing) runs once per GRPO group."""
+    plain = {k: v for k, v in columns.items() if k != "record"}
+    packed = columns.get("record")
+    shared: dict[str, dict[str, Any]] = {}
+    out = []
+    for row in range(n):
+        value = packed[row] if packed is not None else None
+        if isinstance(value, str) and value in shared:
+            out.append(shared[value])
+            continue
+        record = {k: v[row] for k, v in plain.items()}
+        fields = _decode_record(value)
+        record.update(fields)
+        if isinstance(value, str):
+            shared[value] = record
+        out.append(record)
+    return out
+
+
+def _decode_record(value: Any) -> dict[str, Any]:
+    if isinstance(value, Mapping):
+        return dict(value)
+    if isinstance(value, str):
+        try:
+            decoded = json.loads(value)
+        except ValueError:
+            return {}
+        return decoded if isinstance(decoded, dict) else {}
+    return {}
+
+
+def _lengths(completion_ids: Any, n: int) -> list[int] | None:
+    if not isinstance(completion_ids, Sequence) or len(completion_ids) != n:
+        return None
+    try:
+        return [len(ids) for ids in completion_ids]
+    except TypeError:
+        return None
+
+
+def _log(log_metric: Any, name: str, batch_stats: Mapping[str, ScoreStats]) -> None:
+    """Per-task means of this batch to the trainer's metrics (`{name}/{task}/reward` etc.)."""
+    if not callable(log_metric):
+        return
+    try:
+        for task_id, stats in sorted(batch_stats.items()):
+            if stats.scored:
+                log_metric(f"{name}/{task_id}/reward", stats.mean_reward)
+            log_metric(f"{name}/{task_id}/parse_rate", stats.parse_rate)
+            if stats.timeouts:
+                log_metric(f"{name}/{task_id}/timeouts", float(stats.timeouts))
+    except Exception:
+        return
+
+
+def _specs(build_or_specs: str | Path | Iterable[str] | Mapping[str, TaskSpec] | None) -> dict[str, TaskSpec]:
+    if build_or_specs is None:
+        return load_catalogue()
+    if isinstance(build_or_specs, Mapping):
+        return dict(build_or_specs)
+    if isinstance(build_or_specs, str | Path):
+        path = Path(build_or_specs)
+        specs_file = path / "specs.json" if path.is_dir() else path
+        if not specs_file.is_file():
+            raise FileNotFoundError(f"{path}: no specs.json (a build directory holds one)")
+        frozen = json.loads(specs_file.read_text(encoding="utf-8"))
+        return {task_id: TaskSpec.model_validate(spec) for task_id, spec in frozen.items()}
+    wanted = list(build_or_specs)
+    catalogue = load_catalogue()
+    unknown = [t for t in wanted if t not in catalogue]
+    if unknown:
+        raise KeyError(f"unknown task id(s): {', '.join(unknown)}")
+    return {t: catalogue[t] for t in wanted}
+
+
+def reward_funcs(build_or_specs: str | Path | Iterable[str] | Mapping[str, TaskSpec] | None = None,
+                 timeout_s: float = 120.0, workers: int | None = None) -> list[SnsdataReward]:
+    """The reward functions to pass as `GRPOTrainer(reward_funcs=...)`.
+
+    `build_or_specs`: None for every shipped spec; a list of task ids; a build directory (or its specs.json)
+    whose frozen specs are used; or a mapping of task id to TaskSpec. Spec problems surface here, building
+    every scorer once, not at the first training step.
+    """
+    reward = SnsdataReward(_specs(build_or_specs), timeout_s=timeout_s, workers=workers)
+    for task_id in reward.specs:
+        reward.scorer(task_id)
+    return [reward]

@@ -1,0 +1,100 @@
+"""`snsdata diagnose` and `snsdata soft-label`: the RedOne 2.0 loop between stage-1 RL and stage-2 SFT."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from snsdata.cli.app import app
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def _fmt(value: Any, signed: bool = False) -> str:
+    if value is None:
+        return "–"
+    return f"{value:+.3f}" if signed else f"{value:.3f}" if isinstance(value, float) else str(value)
+
+
+def diagnosis_table(diagnosis: dict[str, Any]) -> Table:
+    """The per-task figures, weak tasks first in red with the reason they were chosen."""
+    has_baseline = any("delta_mean_reward" in f for f in diagnosis["tasks"].values())
+    table = Table(title=f"Diagnosis: {len(diagnosis['weak_tasks'])} weak of {len(diagnosis['tasks'])} tasks",
+                  title_justify="left")
+    table.add_column("task", no_wrap=True)
+    table.add_column("capability")
+    for name in ("rows", "records", "mean reward", "pass rate", "parse fail", "failures"):
+        table.add_column(name, justify="right")
+    if has_baseline:
+        table.add_column("Δ mean", justify="right")
+        table.add_column("Δ pass", justify="right")
+    table.add_column("weak because")
+    ordered = sorted(diagnosis["tasks"].items(), key=lambda item: (not item[1]["weak"], item[0]))
+    for task_id, f in ordered:
+        cells = [task_id, f["capability"], str(f["count"]), str(f["records"]), _fmt(f["mean_reward"]),
+                 _fmt(f["pass_rate"]), _fmt(f["parse_failure_rate"]), str(f["failures"])]
+        if has_baseline:
+            cells += [_fmt(f.get("delta_mean_reward"), True), _fmt(f.get("delta_pass_rate"), True)]
+        cells.append("; ".join(f["reasons"]))
+        table.add_row(*cells, style="red" if f["weak"] else None)
+    return table
+
+
+@app.command()
+def diagnose(
+    log: Annotated[Path, typer.Argument(help="Rollout or prediction log (.parquet or .jsonl).")],
+    baseline: Annotated[Path | None, typer.Option(help="A log of the same tasks to compare against.")] = None,
+    out: Annotated[Path, typer.Option(help="Diagnosis JSON (what `build --mixture stage2 --diagnosis` reads).")]
+    = Path("diagnosis.json"),
+    html: Annotated[Path | None, typer.Option(help="Also write a self-contained HTML report here.")] = None,
+    build: Annotated[Path | None, typer.Option(
+        help="Build directory the run used: records for unscored rows, frozen specs, prompt -> record id.")] = None,
+    rules: Annotated[Path | None, typer.Option(help="YAML of weak-task rules (keys of WeakRules).")] = None,
+    metric: Annotated[str | None, typer.Option(help="mean_reward (default) or pass_rate.")] = None,
+    pass_threshold: Annotated[float | None, typer.Option(help="Reward that counts as a pass (default 0.5).")] = None,
+    below: Annotated[float | None, typer.Option(help="Weak when the metric is below this (default 0.5).")] = None,
+    max_drop: Annotated[float | None, typer.Option(help="Weak when the metric fell more than this against "
+                                                        "--baseline (default 0.05).")] = None,
+    bottom_k: Annotated[int | None, typer.Option(help="Weak: the k lowest tasks of each capability (default 0).")]
+    = None,
+    min_count: Annotated[int | None, typer.Option(help="Tasks with fewer scored rows are never weak (default 1).")]
+    = None,
+    max_failures: Annotated[int | None, typer.Option(help="At most this many failure samples per weak task.")]
+    = None,
+    from_step: Annotated[int | None, typer.Option(help="Only rollouts from this trainer step on.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the diagnosis JSON instead of the table.")] = False,
+) -> None:
+    """Per-task rewards of a stage-1 log, the weak tasks by declared rules, and their failure samples."""
+    from pydantic import ValidationError
+
+    from snsdata.loop.diagnose import diagnose as run_diagnose
+    from snsdata.loop.diagnose import load_rules, write_diagnosis
+    from snsdata.loop.logs import LogError
+    from snsdata.loop.report import write_html
+
+    try:
+        weak_rules = load_rules(rules, metric=metric, pass_threshold=pass_threshold, below=below,
+                                max_drop=max_drop, bottom_k=bottom_k, min_count=min_count,
+                                max_failures=max_failures)
+        result = run_diagnose(log, weak_rules, baseline_path=baseline, build_dir=build, from_step=from_step)
+    except (LogError, FileNotFoundError, ValidationError) as exc:
+        err_console.print(f"[red]error[/red] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+    write_diagnosis(result, out)
+    if html is not None:
+        write_html(result, html)
+    if as_json:
+        typer.echo(json.dumps(result, ensure_ascii=False, indent=1))
+        return
+    console.print(diagnosis_table(result))
+    if result["unscored_rows"]:
+        console.print(f"[yellow]warning[/yellow] {result['unscored_rows']} row(s) had no reward and no record to "
+                      "score against (give --build, or log a `record` column)", highlight=False)
+    console.print(f"weak tasks: {', '.join(result['weak_tasks']) or 'none'}; wrote {out}"
+                  + (f" and {html}" if html else ""), highlight=False)

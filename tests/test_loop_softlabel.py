@@ -1,0 +1,126 @@
+"""Soft labels: a tiny random model answers prompts, the file resumes after an interruption, never twice."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from snsdata.build.formats import MESSAGES, prompt_hash
+from snsdata.loop.softlabel import (
+    GenerationSettings,
+    TransformersGenerator,
+    generate_soft_labels,
+    provenance_of,
+    read_soft_labels,
+)
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random 2-layer Qwen2 and a byte-level BPE trained here, with a ChatML template: no hub access."""
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    path = tmp_path_factory.mktemp("tiny-model")
+    special = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=special,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator([f"What is {a} plus {b}? It is {a + b}." for a in range(20) for b in range(10)],
+                            trainer=trainer)
+    hf_tok = transformers.PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>",
+                                                  pad_token="<|endoftext|>", additional_special_tokens=["<|im_start|>"])
+    hf_tok.chat_template = CHAT_TEMPLATE
+    hf_tok.save_pretrained(path)
+    config = transformers.Qwen2Config(vocab_size=len(hf_tok), hidden_size=16, intermediate_size=32,
+                                      num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1,
+                                      max_position_embeddings=256, tie_word_embeddings=True,
+                                      eos_token_id=hf_tok.eos_token_id, pad_token_id=hf_tok.pad_token_id)
+    torch.manual_seed(0)
+    transformers.Qwen2ForCausalLM(config).save_pretrained(path)
+    return path
+
+
+def _prompts(n: int, shared: int = 0) -> pl.DataFrame:
+    """n records; the last `shared` of them repeat the first prompt (one generation, several rows)."""
+    messages = [[{"role": "user", "content": f"What is {i} plus {i % 3}?"}] for i in range(n - shared)]
+    messages += [messages[0]] * shared
+    return pl.DataFrame({
+        "task_id": ["general_math"] * n,
+        "record_id": [f"r{i}" for i in range(n)],
+        "prompt_hash": [prompt_hash(m) for m in messages],
+        "prompt": pl.Series(messages, dtype=MESSAGES),
+    })
+
+
+def test_generates_resumes_and_never_twice(tiny_model: Path, tmp_path: Path) -> None:
+    settings = GenerationSettings(max_new_tokens=6, batch_size=2, seed=3)
+    generator = TransformersGenerator(tiny_model, settings)
+    provenance = provenance_of(tiny_model, settings, generator.engine, "stage2")
+    prompts = _prompts(7, shared=1)  # 6 distinct prompts: 3 batches
+    out = tmp_path / "soft.jsonl"
+
+    first = generate_soft_labels(prompts, out, generator, provenance, settings, stop_after_batches=1)
+    # The shortest prompt (the shared one) is in the first batch: 2 prompts, 3 records.
+    assert (first.already_done, first.generated) == (0, 3)
+    # A kill in the middle of the next write leaves a torn line; the resume cuts it and carries on.
+    with out.open("a", encoding="utf-8") as handle:
+        handle.write('{"record_id": "r9", "prompt_h')
+    assert len(read_soft_labels(out)) == 3
+
+    calls: list[int] = []
+
+    class Counting:
+        engine = generator.engine
+
+        def generate(self, batch, seed):
+            calls.append(len(batch))
+            return generator.generate(batch, seed)
+
+    second = generate_soft_labels(prompts, out, Counting(), provenance, settings)
+    rows = read_soft_labels(out)
+    assert second.already_done == 3 and second.generated == 4
+    assert sum(calls) == 4  # only the 4 prompts not yet answered were generated
+    assert sorted(r["record_id"] for r in rows) == [f"r{i}" for i in range(7)]
+    assert len({r["record_id"] for r in rows}) == len(rows)
+    shared = {r["record_id"]: r["completion"] for r in rows}
+    assert shared["r6"] == shared["r0"]
+    for row in rows:
+        assert row["model"] == str(tiny_model) and row["generation"]["max_new_tokens"] == 6
+        assert row["prompt_hash"] == prompts.filter(pl.col("record_id") == row["record_id"])["prompt_hash"][0]
+        assert isinstance(row["truncated"], bool)
+    assert out.read_text(encoding="utf-8").endswith("\n")
+    assert all(json.loads(line) for line in out.read_text(encoding="utf-8").splitlines())
+
+    third = generate_soft_labels(prompts, out, Counting(), provenance, settings)
+    assert third.generated == 0 and sum(calls) == 4
+
+
+def test_refuses_to_mix_models_in_one_file(tiny_model: Path, tmp_path: Path) -> None:
+    settings = GenerationSettings(max_new_tokens=4, batch_size=4)
+    generator = TransformersGenerator(tiny_model, settings)
+    out = tmp_path / "soft.jsonl"
+    generate_soft_labels(_prompts(2), out, generator, provenance_of(tiny_model, settings, "transformers", "stage2"),
+                         settings)
+    hotter = GenerationSettings(max_new_tokens=4, batch_size=4, temperature=0.7)
+    with pytest.raises(ValueError, match="different settings"):
+        generate_soft_labels(_prompts(3), out, generator, provenance_of(tiny_model, hotter, "transformers",
+                                                                        "stage2"), hotter)
