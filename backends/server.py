@@ -85,9 +85,14 @@ class TaskScorers:
 _WORKER: TaskScorers | None = None
 
 
-def _init_worker(specs: dict[str, Any], compat: str) -> None:
+def _init_worker(specs: dict[str, Any], compat: str, started: Any, score_fn: ScoreFn) -> None:
+    """Build every task's scorer before the first chunk arrives, then say so. `score_fn` is passed only so that
+    unpickling it imports its module now rather than inside the first request's time limit."""
     global _WORKER
     _WORKER = TaskScorers(specs, compat)
+    for task_id in _WORKER.specs:
+        _WORKER.scorer(task_id)
+    started.release()
 
 
 def score_in_worker(items: list[Item]) -> list[float | None]:
@@ -115,12 +120,35 @@ class Limits:
     """Scoring requests admitted at once (running or queued for the pool); more get 503."""
 
 
+class _Pool:
+    """A process pool and whether every worker has started (imported snsdata, built its scorers): a pool that
+    is still starting is slow, not stuck, and must not be replaced for it."""
+
+    def __init__(self, context: Any, workers: int, specs: dict[str, Any], compat: str, score_fn: ScoreFn):
+        self.workers = workers
+        self._started = context.Semaphore(0)
+        self.pool = context.Pool(workers, _init_worker, (specs, compat, self._started, score_fn))
+        self.ready = threading.Event()
+
+    def wait_ready(self, timeout_s: float) -> bool:
+        deadline = time.monotonic() + timeout_s
+        for _ in range(self.workers):
+            if not self._started.acquire(timeout=max(0.0, deadline - time.monotonic())):
+                return False
+        self.ready.set()
+        return True
+
+    def close(self) -> None:
+        self.pool.terminate()
+        self.pool.join()
+
+
 class RewardService:
     """Scores item lists on a process pool with a per-call deadline; the HTTP layer is only a shell around it."""
 
     def __init__(self, specs: Mapping[str, Any], workers: int = 2, chunk_size: int = 256, compat: str = "fixed",
                  limits: Limits | None = None, score_fn: ScoreFn = score_in_worker,
-                 records: Mapping[tuple[str, str], dict[str, Any]] | None = None):
+                 records: Mapping[tuple[str, str], dict[str, Any]] | None = None, startup_timeout_s: float = 300.0):
         if workers < 1:
             raise ValueError("workers must be at least 1")
         self.specs = {task_id: spec if isinstance(spec, dict) else spec.model_dump(mode="json")
@@ -136,19 +164,25 @@ class RewardService:
         self._admitted = threading.BoundedSemaphore(self.limits.max_pending)
         self._pending = 0
         self.recycled = 0
-        self._pool = self._new_pool()
-
-    def _new_pool(self) -> Any:
-        return self._context.Pool(self.workers, _init_worker, (self.specs, self.compat))
+        check = TaskScorers(self.specs, compat)  # a bad spec fails here, not as workers dying at start-up
+        for task_id in check.specs:
+            check.scorer(task_id)
+        self._pool = _Pool(self._context, workers, self.specs, compat, score_fn)
+        if not self._pool.wait_ready(startup_timeout_s):
+            self._pool.close()
+            raise RuntimeError(f"the scoring workers did not start within {startup_timeout_s:g} s")
 
     def close(self) -> None:
-        with self._lock:
-            self._pool.terminate()
-        self._pool.join()
+        self._pool.close()
 
     @property
     def pending(self) -> int:
         return self._pending
+
+    @property
+    def ready(self) -> bool:
+        """False while a replacement pool is starting (requests queue for it meanwhile)."""
+        return self._pool.ready.is_set()
 
     def resolve(self, task_id: Any, record: Any, record_id: Any, where: str) -> dict[str, Any]:
         """The record of one item, from the request (object or JSON string) or from the build by `record_id`."""
@@ -190,10 +224,10 @@ class RewardService:
             self._admitted.release()
         return [score for chunk in results for score in chunk]
 
-    def _submit(self, chunk: list[Item]) -> tuple[Any, Any]:
+    def _submit(self, chunk: list[Item]) -> tuple[_Pool, Any]:
         with self._lock:
             pool = self._pool
-        return pool, pool.apply_async(self.score_fn, (chunk,))
+        return pool, pool.pool.apply_async(self.score_fn, (chunk,))
 
     def _run(self, chunks: list[list[Item]], deadline: float) -> list[list[float | None]]:
         results: list[list[float | None]] = [[] for _ in chunks]
@@ -218,15 +252,18 @@ class RewardService:
                 next(iter(pending.values()))[1].wait(min(remaining, 0.05))
         return results
 
-    def _recycle(self, pools: set[Any]) -> None:
-        """Replace the current pool when it holds one of this request's unfinished chunks (maybe stuck)."""
+    def _recycle(self, pools: set[_Pool]) -> None:
+        """Replace the current pool when it holds one of this request's unfinished chunks (maybe stuck), unless
+        it is still starting."""
         with self._lock:
-            if self._pool not in pools:
+            if self._pool not in pools or not self._pool.ready.is_set():
                 return
-            old, self._pool = self._pool, self._new_pool()
+            old, new = self._pool, _Pool(self._context, self.workers, self.specs, self.compat, self.score_fn)
+            self._pool = new
             self.recycled += 1
         log.warning("a request timed out with chunks still running; worker pool replaced")
-        threading.Thread(target=lambda: (old.terminate(), old.join()), daemon=True).start()
+        threading.Thread(target=old.close, daemon=True).start()
+        threading.Thread(target=new.wait_ready, args=(self.limits.timeout_s * 10,), daemon=True).start()
 
 
 # --- request parsing ----------------------------------------------------------------------------------------------
@@ -309,6 +346,7 @@ def _check_count(service: RewardService, count: int) -> None:
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive: trainers post batch after batch on one connection
+    default_request_version = "HTTP/1.1"  # answer even a garbled request line with a status line
     server_version = "snsdata-rewards"
     timeout = 60  # a client that stops sending mid-request releases its thread
     service: RewardService
@@ -330,11 +368,17 @@ class _Handler(BaseHTTPRequestHandler):
     def _error(self, status: HTTPStatus, reason: str, close: bool = False) -> None:
         self._send(status, {"error": reason, "status": int(status)}, close)
 
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """Protocol errors (a garbled request line, oversized headers) in JSON, like every other error."""
+        status = HTTPStatus(code)
+        self._error(status, message or status.phrase, close=True)
+
     def do_GET(self) -> None:
         if self.path.rstrip("/") in ("/health", ""):
             service = self.service
             self._send(HTTPStatus.OK, {
-                "status": "ok", "tasks": len(service.specs), "workers": service.workers,
+                "status": "ok" if service.ready else "starting", "tasks": len(service.specs),
+                "workers": service.workers,
                 "pending": service.pending, "recycled_pools": service.recycled,
                 "limits": {"max_body_bytes": service.limits.max_body_bytes, "max_items": service.limits.max_items,
                            "timeout_s": service.limits.timeout_s},

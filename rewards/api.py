@@ -8,7 +8,6 @@ from typing import Any
 
 from snsdata.rewards.corpus import corpus_metrics
 from snsdata.rewards.scorer import Compat, Scorer, safe_text
-
 from snsdata.spec import TaskSpec, load_catalogue
 
 _LOCK = threading.Lock()

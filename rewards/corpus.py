@@ -8,11 +8,11 @@ from collections.abc import Sequence
 from typing import Any
 
 from sacrebleu.metrics import BLEU, CHRF
+
 from snsdata.rewards.metrics import METRICS, as_items, as_number, as_text, as_typed, run_metric
 from snsdata.rewards.normalize import is_mostly_cjk
 from snsdata.rewards.parse import Parsed
 from snsdata.rewards.types import ScoreDetail
-
 from snsdata.spec.models import TaskSpec
 from snsdata.spec.reward import MetricReward, RewardSpec, metric_params
 

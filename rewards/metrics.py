@@ -20,6 +20,7 @@ import regex
 from rapidfuzz import fuzz, process
 from rapidfuzz.distance import LCSseq, Levenshtein
 from sacrebleu.metrics import BLEU, CHRF
+
 from snsdata.rewards.normalize import tokenize
 from snsdata.rewards.parse import find_json, parse_number
 
@@ -235,10 +236,15 @@ def _anls(preds: list[str], golds: list[str], params: Any) -> Scores:
     return np.where(sims >= params.threshold, sims, 0.0).tolist()
 
 
+EMBED_MAX_CHARS = 4096
+"""MiniLM reads at most 256 word pieces; longer texts are cut before tokenising, which is where the time goes."""
+
+
 def _embed_cosine(preds: list[str], golds: list[str], params: Any) -> Scores:
     from snsdata.rewards.embedding import cosine_similarity
 
-    return np.clip(cosine_similarity(list(preds), list(golds)), 0.0, 1.0).tolist()
+    cut = [p[:EMBED_MAX_CHARS] for p in preds], [g[:EMBED_MAX_CHARS] for g in golds]
+    return np.clip(cosine_similarity(*cut), 0.0, 1.0).tolist()
 
 
 # --- value metrics ----------------------------------------------------------------------------------------

@@ -14,8 +14,8 @@ from typing import Any
 
 import jsonschema
 import regex
-from snsdata.rewards.normalize import REGEX_TIMEOUT_S, TEXT_LEVEL, chain, strip_think
 
+from snsdata.rewards.normalize import REGEX_TIMEOUT_S, TEXT_LEVEL, chain, strip_think
 from snsdata.spec.models import Output
 from snsdata.spec.reward import Extraction
 

@@ -16,8 +16,8 @@ from typing import Any
 
 import jsonschema
 import regex
-from snsdata.rewards.normalize import REGEX_TIMEOUT_S, count_words, has_script
 
+from snsdata.rewards.normalize import REGEX_TIMEOUT_S, count_words, has_script
 from snsdata.spec.reward import PatternCheck
 
 Check = Callable[[str, Mapping[str, Any]], float | None]

@@ -19,7 +19,6 @@ from snsdata.rewards.normalize import approx_tokens, cap, chain, completion_text
 from snsdata.rewards.parse import OutputParser, Parsed, extract_code
 from snsdata.rewards.patterns import build_check
 from snsdata.rewards.types import ScoreDetail, ScoreStats
-
 from snsdata.spec.models import TaskSpec
 from snsdata.spec.reward import (
     CompositeReward,

@@ -10,7 +10,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
 from snsdata.rewards.scorer import FULL_MARKS, Scorer
-
 from snsdata.spec.models import TaskSpec
 
 

@@ -7,6 +7,7 @@ backend scores with the real scorers; prompts are short so a tiny model can trai
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import polars as pl
@@ -157,8 +158,6 @@ def test_kto_keeps_a_shared_chosen_answer_once(tmp_path: Path) -> None:
     second = frame.head(1).with_columns(rejected=pl.lit([{"role": "assistant", "content": "Maybe"}],
                                                         dtype=COLUMNS["dpo"]["rejected"]))
     pl.concat([frame, second]).write_parquet(build / "data" / "train.parquet")
-    import shutil
-
     shutil.rmtree(build / "dataset")  # the loader falls back to Parquet
     kto = kto_dataset(build)
     assert len(kto) == 2 * frame.height + 1  # the duplicate gold answer is not repeated

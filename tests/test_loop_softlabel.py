@@ -52,10 +52,16 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     hf_tok.save_pretrained(path)
     config = transformers.Qwen2Config(vocab_size=len(hf_tok), hidden_size=16, intermediate_size=32,
                                       num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1,
-                                      max_position_embeddings=256, tie_word_embeddings=True,
+                                      max_position_embeddings=4096, tie_word_embeddings=True,
                                       eos_token_id=hf_tok.eos_token_id, pad_token_id=hf_tok.pad_token_id)
     torch.manual_seed(0)
-    transformers.Qwen2ForCausalLM(config).save_pretrained(path)
+    model = transformers.Qwen2ForCausalLM(config)
+    # A random model almost never says <|im_end|>; letting half the word tokens end the answer (as models with
+    # several end tokens do) gives short, finished, non-blank answers instead of ones cut at max_new_tokens.
+    words = [i for i in range(len(special), len(hf_tok)) if hf_tok.decode([i]).strip().isalnum()]
+    model.generation_config.eos_token_id = [hf_tok.eos_token_id, *words[::2]]
+    model.generation_config.pad_token_id = hf_tok.pad_token_id
+    model.save_pretrained(path)
     return path
 
 
@@ -124,3 +130,41 @@ def test_refuses_to_mix_models_in_one_file(tiny_model: Path, tmp_path: Path) -> 
     with pytest.raises(ValueError, match="different settings"):
         generate_soft_labels(_prompts(3), out, generator, provenance_of(tiny_model, hotter, "transformers",
                                                                         "stage2"), hotter)
+
+
+def test_stage2_trains_general_rows_on_the_soft_labels(tiny_model: Path, shared_data: Path, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    import snsdata.cli.loop  # noqa: F401  (registers the loop commands)
+    from snsdata.build.builder import build
+    from snsdata.cli.app import app
+
+    root = tmp_path / "data"
+    root.mkdir()
+    (root / "sns_bench_sample").symlink_to(shared_data / "sns_bench_sample")
+    out = tmp_path / "soft_labels.jsonl"
+    args = ["soft-label", "--model", str(tiny_model), "--mixture", "stage2", "--data-root", str(root),
+            "--max-per-task", "4", "--batch-size", "8", "--max-new-tokens", "12", "--temperature", "1.0",
+            "--out", str(out)]
+    interrupted = CliRunner().invoke(app, [*args, "--max-batches", "2"])
+    assert interrupted.exit_code == 0, interrupted.output
+    assert "0 already there" in interrupted.output and len(read_soft_labels(out)) >= 2 * 8 - 8
+    first = {r["record_id"] for r in read_soft_labels(out)}
+    finished = CliRunner().invoke(app, args)
+    assert finished.exit_code == 0, finished.output
+    assert f"{len(first)} already there, 0 left" in finished.output
+    labels = read_soft_labels(out)
+    assert len({r["record_id"] for r in labels}) == len(labels) and first < {r["record_id"] for r in labels}
+
+    result = build("stage2", data_root=root, max_per_task=4, soft_labels=out, out=tmp_path / "stage2")
+    general = result.train.filter(pl.col("origin") == "general")
+    assert not general.is_empty() and set(general["target_kind"]) == {"soft_label"}
+    by_record = {r["record_id"]: r["completion"] for r in labels}
+    for row in general.to_dicts():
+        assert row["messages"][-1] == {"role": "assistant", "content": by_record[row["record_id"]]}
+    assert set(result.train.filter(pl.col("origin") == "sns")["target_kind"]) <= {"gold", "failure_sample"}
+    manifest = json.loads((tmp_path / "stage2" / "manifest.json").read_text(encoding="utf-8"))
+    soft = manifest["inputs"]["soft_labels"]
+    assert soft["path"] == str(out) and soft["provenance"][0]["model"] == str(tiny_model)
+    assert soft["provenance"][0]["generation"]["max_new_tokens"] == 12
+    assert not any("soft" in line for line in manifest["fallbacks"])

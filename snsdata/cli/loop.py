@@ -98,3 +98,45 @@ def diagnose(
                       "score against (give --build, or log a `record` column)", highlight=False)
     console.print(f"weak tasks: {', '.join(result['weak_tasks']) or 'none'}; wrote {out}"
                   + (f" and {html}" if html else ""), highlight=False)
+
+
+@app.command("soft-label")
+def soft_label(
+    model: Annotated[Path, typer.Option(help="The stage-1 model (a local transformers checkpoint).")],
+    mixture: Annotated[str, typer.Option(help="Mixture whose `target: soft_label` prompts are answered.")]
+    = "stage2",
+    out: Annotated[Path, typer.Option(help="Soft-label JSONL (appended to; an existing file is resumed).")]
+    = Path("soft_labels.jsonl"),
+    data_root: Annotated[Path | None, typer.Option(help="Data root, the same the stage-2 build uses.")] = None,
+    diagnosis: Annotated[Path | None, typer.Option(help="The diagnosis the stage-2 build uses, if any.")] = None,
+    max_per_task: Annotated[int | None, typer.Option(help="Read limit per task, as given to the build.")] = None,
+    batch_size: Annotated[int, typer.Option(help="Prompts per generation batch (and per file append).")] = 8,
+    max_new_tokens: Annotated[int, typer.Option(help="Answer length limit; longer answers are marked truncated.")]
+    = 512,
+    temperature: Annotated[float, typer.Option(help="0 = greedy.")] = 0.0,
+    top_p: Annotated[float, typer.Option(help="Nucleus sampling (with temperature > 0).")] = 1.0,
+    seed: Annotated[int, typer.Option(help="Sampling seed.")] = 0,
+    engine: Annotated[str, typer.Option(help="auto (vLLM with a GPU, else transformers), transformers or vllm.")]
+    = "auto",
+    max_batches: Annotated[int | None, typer.Option(help="Stop after this many batches; run again to go on.")]
+    = None,
+) -> None:
+    """Answer the general-data prompts of stage 2 with the stage-1 model: the soft labels stage 2 trains on."""
+    from snsdata.build.builder import BuildError
+    from snsdata.loop.softlabel import GenerationSettings
+    from snsdata.loop.softlabel import soft_label as run_soft_label
+    from snsdata.spec import SpecError
+
+    settings = GenerationSettings(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed,
+                                  batch_size=batch_size)
+    try:
+        run = run_soft_label(model, mixture, out, data_root=data_root, diagnosis=diagnosis,
+                             max_per_task=max_per_task, settings=settings, engine=engine, max_batches=max_batches,
+                             on_batch=lambda done, total: err_console.print(f"batch {done}/{total}",
+                                                                             highlight=False))
+    except (SpecError, BuildError, ValueError, OSError) as exc:
+        err_console.print(f"[red]error[/red] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+    left = run.prompts - run.already_done - run.generated
+    console.print(f"{run.generated} soft label(s) written to {run.path} ({run.already_done} already there, "
+                  f"{left} left, {run.truncated} hit --max-new-tokens)", highlight=False)

@@ -112,13 +112,25 @@ def normalize_log(raw: pl.DataFrame, source: str = "log") -> pl.DataFrame:
         elif field in ("record", "prompt"):
             series = _as_text(series).alias(field)
         columns[field] = series.cast(LOG_SCHEMA[field], strict=False)
-    for field in ("task_id", "completion"):
-        if columns[field].null_count() == raw.height and raw.height:
-            raise LogError(f"{source}: no {field} column (accepted names: {', '.join(ALIASES[field])})")
+    if raw.height and columns["completion"].null_count() == raw.height:
+        raise LogError(f"{source}: no completion column (accepted names: {', '.join(ALIASES['completion'])})")
     frame = pl.DataFrame(columns).with_columns(pl.col("completion").fill_null(""))
-    if frame["record_id"].null_count() and frame["prompt"].null_count() == frame.height:
+    if frame.filter(pl.col("record_id").is_null() & pl.col("prompt").is_null()).height:
         raise LogError(f"{source}: rows need a record_id or a prompt to be traced back to their record")
+    if frame.filter(pl.col("task_id").is_null() & pl.col("record_id").is_null()).height:
+        raise LogError(f"{source}: rows need a task_id (accepted names: {', '.join(ALIASES['task_id'])}), or a "
+                       "record_id that a build directory resolves")
     return frame
+
+
+def fill_task_ids(log: pl.DataFrame, known: pl.DataFrame) -> pl.DataFrame:
+    """Rows without a task id take it from `known` (`task_id`, `record_id`): record ids hash their task id, so a
+    record id names one task."""
+    if not log["task_id"].null_count():
+        return log
+    lookup = known.select("record_id", _task="task_id").unique("record_id")
+    return (log.join(lookup, on="record_id", how="left")
+            .with_columns(task_id=pl.coalesce("task_id", "_task")).drop("_task"))
 
 
 def read_log(path: str | Path) -> pl.DataFrame:

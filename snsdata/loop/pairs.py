@@ -16,8 +16,9 @@ from pathlib import Path
 import polars as pl
 import xxhash
 
-from snsdata.build.formats import MESSAGES, PAIR_COLUMNS
-from snsdata.loop.logs import prompt_hash
+from snsdata.build.builder import Prepared, prepare
+from snsdata.build.formats import MESSAGES, PAIR_COLUMNS, record_json
+from snsdata.loop.logs import fill_task_ids, prompt_hash, read_log
 from snsdata.spec import TaskSpec
 
 SKIP_SCHEMA = {"task_id": pl.String, "record_id": pl.String, "reason": pl.String}
@@ -66,7 +67,7 @@ def prediction_pairs(
     """
     by_hash = rendered.with_columns(
         _hash=pl.Series([prompt_hash(p) for p in rendered["prompt"].to_list()], dtype=pl.String))
-    log = predictions
+    log = fill_task_ids(predictions, rendered)
     if log["record_id"].null_count():
         hashes = pl.Series([prompt_hash(p) if p is not None else None for p in log["prompt"].to_list()],
                            dtype=pl.String)
@@ -179,3 +180,44 @@ def annotation_pairs(annotations: pl.DataFrame, rendered: pl.DataFrame) -> tuple
                         chosen=_assistant(rows["chosen"].to_list()), rejected=_assistant(rows["rejected"].to_list()),
                         pair_source=pl.lit("annotations")).cast(PAIR_COLUMNS)
     return pairs, pl.concat(skipped)
+
+
+def rendered_records(prepared: Prepared) -> pl.DataFrame:
+    """The build's rendered records in `RENDERED_COLUMNS`: what predictions and annotations are matched against."""
+    parts = [frame.select("task_id", "record_id", split="_split", prompt="_prompt", target="_target",
+                          record=record_json(frame))
+             for frame in prepared.frames.values() if not frame.is_empty()]
+    schema = {"task_id": pl.String, "record_id": pl.String, "split": pl.String, "prompt": MESSAGES,
+              "target": pl.String, "record": pl.String}
+    return pl.concat(parts).cast(schema) if parts else pl.DataFrame(schema=schema)
+
+
+def extra_pairs(
+    mixture: str | Path,
+    *,
+    predictions: str | Path | None = None,
+    annotations: str | Path | None = None,
+    data_root: str | Path | None = None,
+    max_per_task_records: int | None = None,
+    threshold: float = 0.5,
+    max_pairs_per_task: int | None = None,
+    seed: int = 0,
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The pairs `snsdata build --mixture dpo --predictions F [--annotations F]` adds (`build(extra_pairs=...)`).
+
+    Prepares the mixture exactly as the build does (same data root, split seed, per-task read limit), so record
+    ids, prompts and splits agree with the build's own rows. Returns (pairs, skipped with reasons).
+    """
+    prepared = prepare(mixture, data_root=data_root, max_per_task=max_per_task_records)
+    rendered = rendered_records(prepared)
+    pairs, skipped = [pl.DataFrame(schema=PAIR_COLUMNS)], [pl.DataFrame(schema=SKIP_SCHEMA)]
+    if predictions is not None:
+        made, skip = prediction_pairs(read_log(predictions), rendered, prepared.specs, threshold=threshold,
+                                      max_per_task=max_pairs_per_task, seed=seed)
+        pairs.append(made)
+        skipped.append(skip)
+    if annotations is not None:
+        made, skip = annotation_pairs(read_annotations(annotations), rendered)
+        pairs.append(made)
+        skipped.append(skip)
+    return pl.concat(pairs), pl.concat(skipped)

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import polars as pl
 
-from snsdata.loop.logs import prompt_hash
-from snsdata.spec import TaskSpec, load_catalogue
+from snsdata.loop.logs import LogError, fill_task_ids, prompt_hash
+from snsdata.spec import TaskSpec
 
 
 class RecordSource:
@@ -33,7 +33,9 @@ class RecordSource:
         if self.build_dir is not None and (self.build_dir / "specs.json").is_file():
             frozen = json.loads((self.build_dir / "specs.json").read_text(encoding="utf-8"))
             return {task_id: TaskSpec.model_validate(spec) for task_id, spec in frozen.items()}
-        return load_catalogue()
+        from snsdata.rewards.api import catalogue
+
+        return catalogue()
 
     @cached_property
     def rows(self) -> pl.DataFrame:
@@ -61,6 +63,10 @@ class RecordSource:
 def attach_records(log: pl.DataFrame, source: RecordSource) -> pl.DataFrame:
     """Fill missing record ids (by prompt hash) and missing records (by record id) from the build directory."""
     build = source.rows
+    log = fill_task_ids(log, build)
+    if log["task_id"].null_count():
+        raise LogError(f"{log['task_id'].null_count()} row(s) have no task_id and a record_id the build does not "
+                       "hold (give --build with the build directory the run used)")
     if build.is_empty():
         return log
     missing_id = log["record_id"].is_null() & log["prompt"].is_not_null()

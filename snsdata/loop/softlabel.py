@@ -259,3 +259,36 @@ def provenance_of(model_path: str | Path, settings: GenerationSettings, engine: 
         "mixture": mixture,
         "generation": {k: v for k, v in asdict(settings).items() if k != "batch_size"},
     }
+
+
+def soft_label(
+    model_path: str | Path,
+    mixture: str | Path = "stage2",
+    out: str | Path = "soft_labels.jsonl",
+    *,
+    data_root: str | Path | None = None,
+    diagnosis: str | Path | None = None,
+    max_per_task: int | None = None,
+    settings: GenerationSettings | None = None,
+    engine: str = "auto",
+    max_batches: int | None = None,
+    on_batch: Callable[[int, int], None] | None = None,
+) -> SoftLabelRun:
+    """Soft labels for every general-data prompt of a mixture's `target: soft_label` components.
+
+    The prompts come from the build itself (`snsdata.build.builder.prepare` + `soft_label_prompts`) with the same
+    data root, diagnosis and per-task read limit the stage-2 build will use, so every prompt hash matches a row
+    of that build. `max_batches` generates at most that many batches now (the rest on the next call).
+    """
+    from snsdata.build.builder import prepare, soft_label_prompts
+
+    settings = settings or GenerationSettings()
+    prepared = prepare(mixture, data_root=data_root, diagnosis=diagnosis, max_per_task=max_per_task)
+    prompts = soft_label_prompts(prepared)
+    if prompts.is_empty():
+        raise ValueError(f"{prepared.mixture.name} has no train rows in a `target: soft_label` component under "
+                         f"this data root: nothing to label")
+    generator = load_generator(model_path, settings, engine)
+    provenance = provenance_of(model_path, settings, generator.engine, prepared.mixture.name)
+    return generate_soft_labels(prompts, out, generator, provenance, settings, stop_after_batches=max_batches,
+                                on_batch=on_batch)

@@ -41,6 +41,17 @@ def fmix64(x: np.ndarray) -> np.ndarray:
     return x
 
 
+def _mix64(x: np.ndarray) -> np.ndarray:
+    """A lighter bijective finaliser (multiply, fold the high half down), in place, for the hottest array.
+
+    The Horner polynomial with a random odd base is already a universal hash; one more multiply puts
+    every input bit into the high half (which picks the MinHash bin) and the fold spreads it to the low half.
+    """
+    x *= _C1
+    x ^= x >> np.uint64(32)
+    return x
+
+
 def _constants(seed: int, count: int) -> np.ndarray:
     """Odd 64-bit multipliers derived from the seed (odd keeps multiplication invertible mod 2**64)."""
     return np.random.default_rng([seed, 0x5EED]).integers(0, 2**63, size=count, dtype=np.uint64) * np.uint64(
@@ -110,39 +121,38 @@ def word_units(cps: CodePoints, seed: int) -> Units:
 def shingle_hashes(units: Units, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """64-bit hashes of every n-gram of units inside each row, rows in order.
 
-    `units.values` holds the rows end to end with one separator after each, so a row's windows are a plain
-    slice of the hash of every window. A row shorter than n (but not empty) has one shingle, itself padded
-    with zeros, as in the usual `[text]` convention. Returns (hashes, counts), counts[i] shingles for row i.
+    `units.values` holds the rows end to end with one separator after each: the hash of every window comes
+    from a Horner pass over shifted slices, and the windows that reach a separator are masked out. A row
+    shorter than n (but not empty) has one shingle, itself padded with zeros, as in the usual `[text]`
+    convention. Returns (hashes, counts) with counts[i] shingles for row i.
     """
     values, starts, lengths = units.values, units.starts, units.lengths
     counts = np.where(lengths >= n, lengths - n + 1, (lengths > 0).astype(np.int64))
-    total = int(counts.sum())
-    out = np.empty(total, dtype=np.uint64)
-    if total == 0:
-        return out, counts
     mult, salt = _constants(seed, 2)
-    first_out = np.zeros(counts.size, dtype=np.int64)
-    np.cumsum(counts[:-1], out=first_out[1:])
     width = values.size - n + 1
     if width > 0:
         acc = values[:width].copy()
         for k in range(1, n):
             acc *= mult
             acc += values[k : k + width]
+        valid = np.ones(width, dtype=bool)
+        ends = starts + lengths  # separator positions
+        for k in range(n):
+            hit = ends - k
+            valid[hit[(hit >= 0) & (hit < width)]] = False
+        out = acc[valid]
     else:
-        acc, width = np.zeros(1, dtype=np.uint64), 1
-    take = np.arange(total, dtype=np.int64) + np.repeat(starts - first_out, counts)
-    np.minimum(take, width - 1, out=take)
-    out = acc[take]
+        out = np.zeros(0, dtype=np.uint64)
     short = np.flatnonzero((lengths > 0) & (lengths < n))
     if short.size:
         padded = np.zeros(short.size, dtype=np.uint64)
         for k in range(n):
             padded *= mult
             padded += np.where(k < lengths[short], values[np.minimum(starts[short] + k, values.size - 1)], 0)
-        out[first_out[short]] = padded
+        first_out = np.cumsum(counts) - counts
+        out = np.insert(out, first_out[short] - np.arange(short.size), padded)
     out ^= salt
-    return fmix64(out), counts
+    return _mix64(out), counts
 
 
 def signatures(hashes: np.ndarray, counts: np.ndarray, num_perm: int, seed: int) -> np.ndarray:
@@ -153,8 +163,11 @@ def signatures(hashes: np.ndarray, counts: np.ndarray, num_perm: int, seed: int)
     rows = counts.size
     sig = np.full(rows * num_perm, _U64_MAX, dtype=np.uint64)
     # Lemire's multiply-shift maps the high 32 bits onto [0, num_perm) without a modulo bias worth noting
-    bins = ((hashes >> np.uint64(32)) * np.uint64(num_perm)) >> np.uint64(32)
-    index = np.repeat(np.arange(rows, dtype=np.int64) * num_perm, counts) + bins.astype(np.int64)
+    bins = hashes >> np.uint64(32)
+    bins *= np.uint64(num_perm)
+    bins >>= np.uint64(32)
+    index = np.repeat(np.arange(0, rows * num_perm, num_perm, dtype=np.int64), counts)
+    index += bins.view(np.int64)
     np.minimum.at(sig, index, hashes)
     sig = sig.reshape(rows, num_perm)
     _densify(sig, counts > 0, seed)
@@ -168,23 +181,27 @@ def _densify(sig: np.ndarray, has_shingles: np.ndarray, seed: int) -> None:
     bin non-empty in either agrees, which happens with probability equal to their Jaccard similarity.
     Bins still empty after the probe rounds (rows with very few shingles) take the next non-empty bin.
     """
-    num_perm = sig.shape[1]
-    empty = sig == _U64_MAX
-    empty[~has_shingles] = False
-    r, c = np.nonzero(empty)
+    rows, num_perm = sig.shape
+    flat = sig.reshape(-1)
+    empty = flat == _U64_MAX
+    empty.reshape(rows, num_perm)[~has_shingles] = False
+    todo = np.flatnonzero(empty)
+    if todo.size == 0:
+        return
     probes = np.random.default_rng([seed, 0xD3]).integers(0, num_perm, size=(_DENSIFY_ROUNDS, num_perm))
+    row_base = todo - todo % num_perm
+    column = todo - row_base
     for t in range(_DENSIFY_ROUNDS):
-        if r.size == 0:
+        src = row_base + probes[t, column]
+        found = ~empty[src]
+        flat[todo[found]] = flat[src[found]]
+        missing = ~found
+        todo, row_base, column = todo[missing], row_base[missing], column[missing]
+        if todo.size == 0:
             return
-        src = probes[t, c]
-        found = ~empty[r, src]
-        sig[r[found], c[found]] = sig[r[found], src[found]]
-        r, c = r[~found], c[~found]
-    if r.size:
-        offsets = (c[:, None] + np.arange(1, num_perm + 1)[None, :]) % num_perm
-        filled = ~empty[r[:, None], offsets]
-        src = offsets[np.arange(r.size), np.argmax(filled, axis=1)]
-        sig[r, c] = sig[r, src]
+    offsets = (column[:, None] + np.arange(1, num_perm + 1)[None, :]) % num_perm + row_base[:, None]
+    filled = ~empty[offsets]
+    flat[todo] = flat[offsets[np.arange(todo.size), np.argmax(filled, axis=1)]]
 
 
 def band_hashes(sig: np.ndarray, bands: int, rows_per_band: int, seed: int) -> np.ndarray:
@@ -279,7 +296,7 @@ def _pair_keys(sets: ShingleSets, rows: np.ndarray, pair_offset: int) -> tuple[n
     return (pair << np.uint64(_HASH_BITS)) | sets.values[take], pair
 
 
-def jaccard(sets: ShingleSets, a: np.ndarray, b: np.ndarray, chunk_elements: int = 16_000_000) -> np.ndarray:
+def jaccard(sets: ShingleSets, a: np.ndarray, b: np.ndarray, chunk_elements: int = 2_000_000) -> np.ndarray:
     """True Jaccard similarity of the shingle sets of rows a[p] and b[p], for every p."""
     out = np.zeros(a.size, dtype=np.float64)
     sizes = sets.lengths[a] + sets.lengths[b]
@@ -321,4 +338,5 @@ def connected_components(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.n
                 break
             label = jumped
     return nodes, nodes[label]
+
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import polars as pl
+import xxhash
 
 # Code points above this are identity under NFKC + lowercase except for a handful of rare scripts;
 # building the table only up to here keeps its one-off cost near 0.1 s.
@@ -183,3 +184,16 @@ def _collapse_space(cp: np.ndarray) -> CodePoints:
     starts = np.zeros(seps.size, dtype=np.int64)
     starts[1:] = seps[:-1] + 1
     return CodePoints(cp, starts, seps - starts)
+
+
+def row_digests(cps: CodePoints) -> np.ndarray:
+    """128-bit xxh3 digest of each row's normalised text (rows x 2, uint64): the exact-duplicate key.
+
+    One C hash call per row over a slice of the batch buffer: about 20x cheaper than any column
+    formulation (a polynomial over prefix sums needs several passes over every character).
+    """
+    view = memoryview(cps.cp).cast("B")
+    first = (cps.starts * 4).tolist()
+    stop = ((cps.starts + cps.lengths) * 4).tolist()
+    digests = b"".join([xxhash.xxh3_128_digest(view[a:b]) for a, b in zip(first, stop, strict=True)])
+    return np.frombuffer(digests, dtype=np.uint64).reshape(-1, 2)

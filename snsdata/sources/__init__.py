@@ -6,7 +6,9 @@ the same spec gives the same records on every machine; `snsdata.readers` turns t
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
+from functools import cache
 from typing import Any
 
 import polars as pl
@@ -35,9 +37,17 @@ class UnknownGenerator(KeyError):
 
 
 def generate_source(name: str, split: str, count: int, params: dict[str, Any]) -> pl.DataFrame:
-    """`count` records of generator `name` for one split; deterministic in (name, split, count, params)."""
+    """`count` records of generator `name` for one split; deterministic in (name, split, count, params).
+
+    Results are kept for the life of the process (a build reads every task, and tests build many times).
+    """
     if name not in GENERATORS:
         raise UnknownGenerator(f"unknown generator {name!r}; registered: {sorted(GENERATORS)}")
     if count < 0:
         raise ValueError(f"{name}: split {split!r} asks for {count} records")
-    return GENERATORS[name](split, count, params)
+    return _generated(name, split, count, json.dumps(params, sort_keys=True, default=str))
+
+
+@cache
+def _generated(name: str, split: str, count: int, params_json: str) -> pl.DataFrame:
+    return GENERATORS[name](split, count, json.loads(params_json))

@@ -20,7 +20,7 @@ from typing import Any
 
 import polars as pl
 
-from snsdata.sources.common import holdout_slice, split_seed
+from snsdata.sources.common import EVAL_SPLITS, split_seed, stable_order
 
 FIELDS = ("text", "language", "prompt", "instruction_ids", "kwargs", "reference")
 SCHEMA = {"text": pl.String, "language": pl.String, "prompt": pl.String, "instruction_ids": pl.List(pl.String),
@@ -230,22 +230,24 @@ def _sample_root() -> Path:
 
 
 def sns_instructions_source(split: str, count: int, params: dict[str, Any]) -> pl.DataFrame:
-    """`params`: `texts` (list of {path, reader, field, where, joiner} under the shipped samples), `seed`,
-    `min_chars`/`max_chars` (which posts qualify), `min_instructions`/`max_instructions`, `holdout_share`.
+    """`params`: `texts` ({train: [...], eval: [...]}, each a list of {path, reader, field, where, joiner} under
+    the shipped samples), `seed`, `min_chars`/`max_chars` (which posts qualify), `min_instructions`/
+    `max_instructions`.
 
-    Posts are split between eval and train splits by a seeded hash, so one post never serves both.
+    Eval splits (`test`, `dev`, ...) take posts from the `eval` files, the others from the `train` files: point
+    them at the same split of the source data, so a post's rewrite lands in the split its post is in.
     """
     if count == 0:
         return pl.DataFrame(schema=SCHEMA)
-    sources = params.get("texts")
+    kind = "eval" if split in EVAL_SPLITS else "train"
+    sources = (params.get("texts") or {}).get(kind)
     if not sources:
-        raise ValueError("sns_instructions: params.texts (files of SNS posts under the shipped samples) is required")
+        raise ValueError(f"sns_instructions: params.texts.{kind} (files of SNS posts under the shipped samples) "
+                         "is required")
     low, high = int(params.get("min_chars", 20)), int(params.get("max_chars", 300))
     texts = {" ".join(t.split()) for spec in sources for t in _read_texts(spec, _sample_root())}
-    texts = {t for t in texts if low <= len(t) <= high}
     seed = split_seed(params, split)
-    pool = holdout_slice(sorted(texts), split, len(texts), split_seed(params, "pool"),
-                         float(params.get("holdout_share", 0.2)))
+    pool = stable_order(sorted(t for t in texts if low <= len(t) <= high), seed)
     if not pool:
         raise ValueError(f"sns_instructions: no post of {low}-{high} characters for split {split!r}")
     fewest, most = int(params.get("min_instructions", 2)), int(params.get("max_instructions", 4))

@@ -13,7 +13,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from snsdata.spec.loader import MIXTURES_DIR, SpecError, SpecIssue, specs_root
-from snsdata.spec.models import Capability, TaskSpec
+from snsdata.spec.models import Capability, OutputFormat, TaskSpec
 from snsdata.spec.yaml_loader import KeyPath, Located, SpecYamlError, load_located
 
 Format = Literal["sft", "dpo", "rl", "cpt"]
@@ -47,6 +47,8 @@ class Select(_Strict):
     languages: list[str] = Field(default_factory=list)
     """Any of these languages."""
     origin: Origin | None = None
+    output_formats: list[OutputFormat] = Field(default_factory=list)
+    """Any of these output formats (`label` for DPO pairs from candidates)."""
     rationale: bool | None = None
     weak: bool | None = None
     """Only (or never) the weak tasks of a diagnosis (stage 2); needs `targeted` in the mixture."""
@@ -60,6 +62,7 @@ class Select(_Strict):
             not self.tags or bool(set(self.tags) & set(spec.tags)),
             not self.languages or bool(set(self.languages) & set(spec.languages)),
             self.origin is None or origin_of(spec) == self.origin,
+            not self.output_formats or spec.output.format in self.output_formats,
             self.rationale is None or has_rationale(spec) == self.rationale,
             self.weak is None or (spec.id in set(weak_tasks)) == self.weak,
             spec.id not in self.exclude_ids,
@@ -75,7 +78,7 @@ class RawText(_Strict):
     format: Literal["txt", "jsonl", "parquet"]
     """`txt`: one document per non-empty line; `jsonl`/`parquet`: one per row, text in `field`."""
     field: str = "text"
-    language: str | None = None
+    origin: Origin = "general"
 
 
 class Component(_Strict):

@@ -1,0 +1,97 @@
+"""The step protocol: a step maps a LazyFrame to the rows it keeps and the rows it drops, with reasons.
+
+Steps are pure functions of their input frame and parameters (no global state), so a distributed engine can
+later run the row-local ones per batch. A step never drops a row silently: every dropped row comes back in
+`rejected`, carrying the step name, a reason and, for duplicates, the id of the kept row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import polars as pl
+
+from snsdata.frames import REJECT_SCHEMA
+
+# Internal columns start with "__" and never reach the user's output.
+ROW = "__row"  # position of the row in the pipeline input, added by the runner and the file commands
+REASON = "__reason"
+STEP = "__step"
+DUPLICATE_OF = "__duplicate_of"
+INTERNAL_PREFIX = "__"
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """What a step returns: kept rows (input columns) and rejected rows (input columns + STEP, REASON,
+    DUPLICATE_OF). Every input row is in exactly one of the two."""
+
+    kept: pl.LazyFrame
+    rejected: pl.LazyFrame
+
+
+Step = Callable[[pl.LazyFrame], StepResult]
+
+
+def user_columns(schema: pl.Schema | dict[str, pl.DataType]) -> list[str]:
+    """The columns that belong to the data, not to the pipeline's bookkeeping."""
+    return [name for name in schema if not name.startswith(INTERNAL_PREFIX)]
+
+
+def with_row_ids(frame: pl.LazyFrame) -> pl.LazyFrame:
+    """Add ROW (0-based input position) unless the frame already carries it."""
+    if ROW in frame.collect_schema():
+        return frame
+    return frame.with_row_index(ROW)
+
+
+def id_expr(schema: pl.Schema | dict[str, pl.DataType]) -> pl.Expr:
+    """A row's id as text: `record_id` when the frame has one, else its input position (ROW)."""
+    if "record_id" in schema:
+        return pl.col("record_id").cast(pl.String)
+    return pl.col(ROW).cast(pl.String)
+
+
+def null_text_reason(text_column: str) -> pl.Expr:
+    """Reason for rows whose text is null: no rule can judge them, so they are rejected explicitly."""
+    return pl.when(pl.col(text_column).is_null()).then(pl.lit(f"{text_column} is null"))
+
+
+def split_by_reason(frame: pl.LazyFrame, reason: pl.Expr, step: str) -> StepResult:
+    """The common shape of a filter: a String expression that is null for rows to keep and a reason otherwise.
+
+    The reason column is computed once; kept and rejected are two filters of that one annotated frame, which
+    `pl.collect_all` evaluates together.
+    """
+    annotated = frame.with_columns(reason.alias(REASON))
+    kept = annotated.filter(pl.col(REASON).is_null()).drop(REASON)
+    rejected = annotated.filter(pl.col(REASON).is_not_null()).with_columns(
+        pl.lit(step).alias(STEP), pl.lit(None, dtype=pl.String).alias(DUPLICATE_OF)
+    )
+    return StepResult(kept, rejected)
+
+
+def first_reason(reasons: list[pl.Expr]) -> pl.Expr:
+    """The first non-null reason among several checks, so a row is rejected for the first rule it breaks."""
+    if len(reasons) == 1:
+        return reasons[0]
+    return pl.coalesce(reasons)
+
+
+def to_rejects(rejected: pl.LazyFrame, source: str) -> pl.LazyFrame:
+    """Rejected rows in REJECT_SCHEMA: the keys, where the row came from, why, and the row itself as JSON."""
+    schema = rejected.collect_schema()
+    data = user_columns(schema)
+    task = pl.col("task_id").cast(pl.String) if "task_id" in schema else pl.lit(None, dtype=pl.String)
+    where = pl.format("{} row {}", pl.lit(source), pl.col(ROW)) if ROW in schema else pl.lit(source)
+    row = pl.struct(data).struct.json_encode() if data else pl.lit("{}")
+    return rejected.select(
+        task.alias("task_id"),
+        id_expr(schema).alias("record_id"),
+        where.alias("source"),
+        pl.col(STEP).cast(pl.String).alias("step"),
+        pl.col(REASON).cast(pl.String).alias("reason"),
+        pl.col(DUPLICATE_OF).cast(pl.String).alias("duplicate_of"),
+        row.alias("row"),
+    ).cast(REJECT_SCHEMA)

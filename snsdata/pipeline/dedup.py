@@ -1,0 +1,228 @@
+"""Exact and near-duplicate removal: normalised-text keys, then MinHash LSH with verified Jaccard.
+
+Three streaming passes over the input, each in batches so memory stays bounded:
+1. every row: normalised code points -> exact key and MinHash band hashes (kept: 16 + 8*bands bytes a row);
+2. only the rows that share an LSH bucket with another row: their shingle sets, to compute true Jaccard;
+3. the output: the input filtered by the removed row positions (done lazily by the caller).
+Rows with empty or null text are never duplicates of anything: they pass through to later steps.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from functools import partial
+from typing import TypeVar
+
+import numpy as np
+import polars as pl
+
+from snsdata.pipeline import minhash
+from snsdata.pipeline.base import DUPLICATE_OF, REASON, STEP, StepResult, id_expr, with_row_ids
+from snsdata.pipeline.textnorm import CodePoints, codepoints, row_digests
+
+Progress = Callable[[int], None]
+_POS = "__pos"
+_T = TypeVar("_T")
+
+
+@dataclass(frozen=True)
+class NearParams:
+    """Near-duplicate settings. bands/rows default to `minhash.choose_bands(threshold, num_perm)`."""
+
+    threshold: float = 0.8
+    ngram: int = 5
+    word_ngrams: bool = False
+    num_perm: int = 128
+    bands: int | None = None
+    rows: int | None = None
+    seed: int = 0
+
+    def banding(self) -> tuple[int, int]:
+        if self.bands and self.rows:
+            return self.bands, self.rows
+        return minhash.choose_bands(self.threshold, self.num_perm)
+
+
+@dataclass(frozen=True)
+class Duplicates:
+    """Removed rows (input positions, ascending), the position of the kept row each duplicates, and how."""
+
+    row: np.ndarray  # int64
+    of: np.ndarray  # int64
+    similarity: np.ndarray  # float64: Jaccard of shingle sets with the kept row (1.0 for exact)
+    exact: np.ndarray  # bool: same normalised text as some earlier row
+
+    def reasons(self, ngram: int, word_ngrams: bool) -> list[str]:
+        unit = "word" if word_ngrams else "char"
+        return [
+            "exact duplicate (normalised text)"
+            if exact
+            else f"near duplicate: jaccard {sim:.3f} ({unit} {ngram}-grams)"
+            for exact, sim in zip(self.exact.tolist(), self.similarity.tolist(), strict=True)
+        ]
+
+
+def _batches(frame: pl.LazyFrame, column: str, batch_size: int) -> Iterator[pl.Series]:
+    for batch in frame.select(pl.col(column)).collect_batches(chunk_size=batch_size):
+        if batch.height:
+            yield batch.get_column(column)
+
+
+def _units(cps: CodePoints, params: NearParams) -> minhash.Units:
+    return minhash.word_units(cps, params.seed) if params.word_ngrams else minhash.char_units(cps)
+
+
+def _ordered_map(function: Callable[[pl.Series], _T], batches: Iterator[pl.Series], workers: int,
+                 progress: Progress | None) -> Iterator[_T]:
+    """Map over batches on a thread pool, results in input order, at most 2 x workers batches in flight.
+
+    numpy releases the GIL in its array loops, so two threads use both cores; order makes the output
+    independent of scheduling.
+    """
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        pending: deque[tuple[int, Future[_T]]] = deque()
+        for texts in batches:
+            pending.append((texts.len(), pool.submit(function, texts)))
+            if len(pending) > 2 * workers:
+                size, future = pending.popleft()
+                yield future.result()
+                if progress:
+                    progress(size)
+        while pending:
+            size, future = pending.popleft()
+            yield future.result()
+            if progress:
+                progress(size)
+
+
+@dataclass(frozen=True)
+class _Hashed:
+    """What the first pass keeps of a batch."""
+
+    keys: np.ndarray  # rows x 2 uint64: normalised-text digest
+    lengths: np.ndarray  # normalised length in characters
+    bands: np.ndarray | None  # rows x bands uint64
+
+
+def _hash_batch(texts: pl.Series, params: NearParams, near: bool) -> _Hashed:
+    cps = codepoints(texts)
+    if not near:
+        return _Hashed(row_digests(cps), cps.lengths, None)
+    bands, rows_per_band = params.banding()
+    hashes, counts = minhash.shingle_hashes(_units(cps, params), params.ngram, params.seed)
+    sig = minhash.signatures(hashes, counts, bands * rows_per_band, params.seed)
+    return _Hashed(row_digests(cps), cps.lengths, minhash.band_hashes(sig, bands, rows_per_band, params.seed))
+
+
+def _set_batch(texts: pl.Series, params: NearParams) -> minhash.ShingleSets:
+    hashes, counts = minhash.shingle_hashes(_units(codepoints(texts), params), params.ngram, params.seed)
+    return minhash.shingle_sets(hashes, counts)
+
+
+def _shingle_sets(frame: pl.LazyFrame, column: str, rows: np.ndarray, params: NearParams, batch_size: int,
+                  workers: int) -> minhash.ShingleSets:
+    """Shingle sets of the given input positions (ascending), read back from the frame."""
+    picked = (
+        frame.select(pl.col(column))
+        .with_row_index(_POS)
+        .filter(pl.col(_POS).is_in(pl.Series(rows, dtype=pl.UInt32)))
+        .select(column)
+    )
+    parts = list(_ordered_map(partial(_set_batch, params=params), _batches(picked, column, batch_size), workers,
+                              None))
+    if not parts:
+        empty = np.zeros(0, dtype=np.int64)
+        return minhash.ShingleSets(np.zeros(0, dtype=np.uint64), empty, empty)
+    lengths = np.concatenate([part.lengths for part in parts])
+    starts = np.zeros(lengths.size, dtype=np.int64)
+    np.cumsum(lengths[:-1], out=starts[1:])
+    return minhash.ShingleSets(np.concatenate([part.values for part in parts]), starts, lengths)
+
+
+def find_duplicates(
+    frame: pl.LazyFrame,
+    text_column: str,
+    *,
+    near: bool = True,
+    params: NearParams | None = None,
+    batch_size: int = 10_000,
+    workers: int = 2,
+    progress: Progress | None = None,
+) -> Duplicates:
+    """Positions of exact and near duplicates in `frame`, each mapped to the earliest row of its cluster.
+
+    Exact: equal normalised text (NFKC, casefold, whitespace collapsed). Near: MinHash LSH candidates whose
+    true shingle-set Jaccard is >= threshold, joined into clusters (connected components); each cluster keeps
+    its earliest row. `frame` is scanned twice (all rows, then only LSH candidates).
+    """
+    params = params or NearParams()
+    hashed = list(_ordered_map(partial(_hash_batch, params=params, near=near),
+                               _batches(frame, text_column, batch_size), workers, progress))
+    keys = np.concatenate([h.keys for h in hashed]) if hashed else np.zeros((0, 2), np.uint64)
+    lengths = np.concatenate([h.lengths for h in hashed]) if hashed else np.zeros(0, np.int64)
+    positions = np.arange(lengths.size, dtype=np.int64)
+    table = pl.DataFrame({"k0": keys[:, 0], "k1": keys[:, 1], "len": lengths, "pos": positions})
+    exact_first = (
+        table.select(pl.col("pos").min().over("k0", "k1", "len").alias("first"))
+        .get_column("first")
+        .to_numpy()
+        .astype(np.int64)
+    )
+    has_text = lengths > 0
+    is_exact = has_text & (exact_first != positions)
+    rep = positions.copy()  # final kept row of every row's cluster
+    similarity = np.ones(positions.size)
+    if near and positions.size:
+        eligible = np.flatnonzero(has_text & ~is_exact)
+        band_matrix = np.concatenate([h.bands for h in hashed if h.bands is not None])[eligible]
+        del hashed
+        a, b = minhash.candidate_pairs(band_matrix, eligible)
+        del band_matrix
+        if a.size:
+            rows = np.unique(np.concatenate([a, b]))
+            sets = _shingle_sets(frame, text_column, rows, params, batch_size, workers)
+            ia, ib = np.searchsorted(rows, a), np.searchsorted(rows, b)
+            keep = minhash.jaccard(sets, ia, ib) >= params.threshold
+            if keep.any():
+                nodes, roots = minhash.connected_components(a[keep], b[keep])
+                moved = nodes != roots
+                rep[nodes[moved]] = roots[moved]
+                similarity[nodes[moved]] = minhash.jaccard(
+                    sets, np.searchsorted(rows, roots[moved]), np.searchsorted(rows, nodes[moved])
+                )
+    # an exact copy follows its first occurrence, wherever that went
+    rep[is_exact] = rep[exact_first[is_exact]]
+    similarity[is_exact] = 1.0
+    removed = np.flatnonzero(rep != positions)
+    return Duplicates(removed, rep[removed], similarity[removed], is_exact[removed])
+
+
+def dedup_step(frame: pl.LazyFrame, text_column: str, *, near: bool, params: NearParams, batch_size: int = 10_000,
+               step: str = "dedup", progress: Progress | None = None) -> StepResult:
+    """Dedup as a pipeline step: kept rows in input order; rejected rows name the kept row's id."""
+    frame = with_row_ids(frame)
+    dups = find_duplicates(frame, text_column, near=near, params=params, batch_size=batch_size, progress=progress)
+    schema = frame.collect_schema()
+    removed = pl.LazyFrame(
+        {
+            _POS: pl.Series(dups.row, dtype=pl.UInt32),
+            "__of": pl.Series(dups.of, dtype=pl.UInt32),
+            REASON: pl.Series(dups.reasons(params.ngram, params.word_ngrams), dtype=pl.String),
+        }
+    )
+    indexed = frame.with_row_index(_POS)
+    ids = indexed.select(pl.col(_POS).alias("__of"), id_expr(schema).alias(DUPLICATE_OF))
+    rejected = (
+        indexed.join(removed, on=_POS, how="inner", maintain_order="left")
+        .join(ids, on="__of", how="left", maintain_order="left")
+        .with_columns(pl.lit(step).alias(STEP))
+        .drop(_POS, "__of")
+    )
+    kept = indexed.filter(~pl.col(_POS).is_in(pl.Series(dups.row, dtype=pl.UInt32))).drop(_POS)
+    return StepResult(kept, rejected)
+
+
+__all__ = ["Duplicates", "NearParams", "dedup_step", "find_duplicates"]
