@@ -158,24 +158,35 @@ class SnsdataReward:
 
 
 def _records(columns: Mapping[str, Sequence[Any]], n: int) -> list[dict[str, Any]]:
-    """Each row's record: the `record` JSON column's fields over the row's other columns. Rows with the same
-    record JSON share one dict, so per-record work (gold parsing) runs once per GRPO group."""
+    """Each row's record: the `record` JSON column's fields over the row's other columns. Rows of one record
+    (same record JSON, else same task and record id) share one dict, so per-record work (rendering and parsing
+    the gold answer) runs once per GRPO group."""
     plain = {k: v for k, v in columns.items() if k != "record"}
     packed = columns.get("record")
-    shared: dict[str, dict[str, Any]] = {}
+    shared: dict[Any, dict[str, Any]] = {}
     out = []
     for row in range(n):
         value = packed[row] if packed is not None else None
-        if isinstance(value, str) and value in shared:
-            out.append(shared[value])
+        key = _share_key(value, plain, row)
+        if key is not None and key in shared:
+            out.append(shared[key])
             continue
         record = {k: v[row] for k, v in plain.items()}
-        fields = _decode_record(value)
-        record.update(fields)
-        if isinstance(value, str):
-            shared[value] = record
+        record.update(_decode_record(value))
+        if key is not None:
+            shared[key] = record
         out.append(record)
     return out
+
+
+def _share_key(packed: Any, plain: Mapping[str, Sequence[Any]], row: int) -> Any:
+    if isinstance(packed, str):
+        return packed
+    if packed is None and "record_id" in plain and "task_id" in plain:
+        record_id, task_id = plain["record_id"][row], plain["task_id"][row]
+        if isinstance(record_id, str) and isinstance(task_id, str):
+            return ("id", task_id, record_id)
+    return None
 
 
 def _decode_record(value: Any) -> dict[str, Any]:

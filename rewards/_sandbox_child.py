@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import builtins
 import contextlib
+import gc
 import json
 import os
 import resource
@@ -74,6 +75,7 @@ _PATH_EVENTS = {
     "os.chflags": ((0,), ()),
     "os.lchflags": ((0,), ()),
 }
+_SHARED_WRITABLE = ("/var/tmp", "/dev/shm", "/run/lock")
 _PLAIN_TYPES = (type(None), bool, int, float, complex, str, bytes, list, tuple, dict, set, frozenset)
 _CONTAINERS = (list, tuple, set, frozenset)
 
@@ -213,6 +215,23 @@ def sweep_uid(uid: int, rounds: int = 50) -> None:
         time.sleep(0.005)
 
 
+def remove_owned(uid: int, directories: tuple[str, ...]) -> None:
+    """Delete what `uid` left directly in shared writable directories (needed without a mount namespace)."""
+    for directory in directories:
+        try:
+            entries = list(os.scandir(directory))
+        except OSError:
+            continue
+        for entry in entries:
+            with contextlib.suppress(OSError):
+                if entry.stat(follow_symlinks=False).st_uid != uid:
+                    continue
+                if entry.is_dir(follow_symlinks=False):
+                    shutil.rmtree(entry.path, ignore_errors=True)
+                else:
+                    os.unlink(entry.path)
+
+
 def _processes_of(uid: int) -> list[tuple[int, int]]:
     """(pid, thread count) of the live (not zombie) processes whose real uid is `uid`."""
     found = []
@@ -271,7 +290,7 @@ class Worker:
             err_r, err_w = os.pipe()
             rep_r, rep_w = os.pipe()
             fds += [stdin_fd, out_r, out_w, err_r, err_w, rep_r, rep_w]
-            nproc_base = 0 if self.uid is not None or os.geteuid() == 0 else count_user_threads(os.getuid())
+            nproc_base = 0 if self.uid is not None else count_user_threads(os.getuid())
             started = time.monotonic()
             pid = os.fork()
             if pid == 0:
@@ -368,6 +387,7 @@ class Worker:
             _, wait_status, usage = os.wait4(pid, 0)
             if self.uid is not None:
                 sweep_uid(self.uid)
+                remove_owned(self.uid, (self.job_root, *_SHARED_WRITABLE))
             return wait_status, usage
         # As init of our own PID namespace, kill(-1) reaches exactly the processes of this run (a fork in
         # flight fails once its parent has SIGKILL pending), and every orphan becomes our child to reap.
@@ -427,7 +447,8 @@ class Worker:
                 pass
             else:
                 raise RuntimeError("sandbox: could not drop root")
-        hook = make_audit_hook(workdir, os.getpid()) if self.audit or os.geteuid() == 0 else None
+        # Without a uid of its own the program could reach the caller's files: the hook is then not optional.
+        hook = make_audit_hook(workdir, os.getpid()) if self.audit or self.uid is None else None
         if request["mode"] == "function":
             _function_harness(request, path, nonce, hook)
         else:
@@ -632,6 +653,7 @@ def main() -> None:
     worker = Worker(json.loads(requests.readline()))
     for name in _PRELOAD:
         __import__(name)
+    gc.freeze()  # children then never touch (copy) these objects when they collect garbage
     _send(replies, {"ready": True, "pid_one": worker.pid_one, "uid": worker.uid})
     for line in requests:
         try:

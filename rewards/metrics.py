@@ -109,10 +109,29 @@ def run_metric(metric: Metric, preds: Sequence[Any], golds: Sequence[Any], param
         else:
             todo.append(i)
     if todo:
-        scores = metric.score([pred_views[i] for i in todo], [gold_views[i] for i in todo], params)
-        for i, s in zip(todo, scores, strict=True):
-            out[i] = min(1.0, max(0.0, float(s))) if s == s else 0.0
+        # The G completions of a GRPO group share a gold answer and often repeat each other: score each
+        # distinct pair once (sacreBLEU re-extracts reference n-grams on every call, MiniLM re-encodes).
+        groups: dict[Any, list[int]] = {}
+        for i in todo:
+            groups.setdefault((_frozen(pred_views[i]), _frozen(gold_views[i])), []).append(i)
+        firsts = [rows[0] for rows in groups.values()]
+        scores = metric.score([pred_views[i] for i in firsts], [gold_views[i] for i in firsts], params)
+        for rows, s in zip(groups.values(), scores, strict=True):
+            value = min(1.0, max(0.0, float(s))) if s == s else 0.0
+            for i in rows:
+                out[i] = value
     return out
+
+
+def _frozen(view: Any) -> Any:
+    """A hashable stand-in for a view (types kept apart, so True and 1 do not collide)."""
+    if isinstance(view, str):
+        return view
+    if isinstance(view, list | tuple):
+        return ("list", *(_frozen(v) for v in view))
+    if isinstance(view, dict):
+        return ("dict", *sorted((str(k), _frozen(v)) for k, v in view.items()))
+    return (type(view).__name__, view)
 
 
 # --- set and span metrics ---------------------------------------------------------------------------------
@@ -286,14 +305,19 @@ def _field_acc(preds: list[Any], golds: list[Any], params: Any) -> Scores:
     return [_field_acc_pair(p, g, params.fields) for p, g in zip(preds, golds, strict=True)]
 
 
+@lru_cache(maxsize=32)
+def _tag_pattern(tag: str) -> regex.Pattern[str]:
+    name = regex.escape(tag.strip("<>"))
+    return regex.compile(rf"<{name}>(.*?)</{name}>", flags=regex.DOTALL)
+
+
 def _options_view(value: Any, params: Any) -> list[str] | None:
     """Option names of an answer list (`[{"Option": ..., "Reason": ...}]` or plain strings), from parsed JSON or
     from a text that contains it (inside the last `<tag>` when the metric names one)."""
     if isinstance(value, str):
         text = value
         if params.tag:
-            tag = regex.escape(params.tag)
-            inside = regex.findall(rf"<{tag}>(.*?)</{tag}>", text, flags=regex.DOTALL)
+            inside = _tag_pattern(params.tag).findall(text)
             if not inside:
                 return None
             text = inside[-1]

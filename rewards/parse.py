@@ -10,6 +10,7 @@ import ast
 import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 import jsonschema
@@ -151,6 +152,7 @@ def _finite(value: float) -> float | None:
     return value if value == value and value not in (float("inf"), float("-inf")) else None
 
 
+@lru_cache(maxsize=64)
 def _separators(separator: str) -> regex.Pattern[str]:
     family = {",": [",", "，", "、"], ";": [";", "；"], "|": ["|", "｜"]}.get(separator, [separator])
     return regex.compile("|".join(regex.escape(s) for s in family))

@@ -39,6 +39,8 @@ from typing import Literal
 from snsdata.rewards import _sandbox_child as child
 
 Mode = Literal["function", "stdio"]
+Isolation = Literal["namespaces", "uid", "rlimits"]
+_ISOLATION_ORDER = ("rlimits", "uid", "namespaces")
 Status = Literal["passed", "failed", "error", "timeout", "memory", "output_limit", "killed", "skipped"]
 
 CHILD_SCRIPT = child.__file__
@@ -69,7 +71,8 @@ class SandboxLimits:
     """RLIMIT_NPROC: processes plus threads of the sandbox uid."""
     audit_hook: bool = True
     """Install the audit-hook tripwire. Off lets programs spawn processes and open sockets; the
-    namespaces, uid and rlimits still hold. Always on when the worker could not drop root."""
+    namespaces, uid and rlimits still hold, but the verdict is then forgeable by introspection.
+    Always on when there is no sandbox uid (isolation "rlimits")."""
 
     def __post_init__(self) -> None:
         numbers = (self.timeout_s, self.memory_mb, self.max_output_bytes, self.disk_mb, self.max_processes)
@@ -176,14 +179,23 @@ def humaneval_jobs(
 class SandboxPool:
     """Warm sandbox workers; reuse one across batches so that start-up (~0.1 s a worker) is paid once.
 
-    Isolation is picked once per host process: "namespaces" (root and `unshare` work: new net/mount/pid
-    namespaces, dropped uid), else "uid" (root: dropped uid and rlimits only), else "rlimits".
+    `isolation` defaults to the strongest this host allows (`isolation_level()`): "namespaces" (root and
+    `unshare` work: new net/mount/pid namespaces and a dropped uid), "uid" (root: dropped uid), "rlimits".
+    Asking for a weaker level is allowed (e.g. to compare); a stronger one raises ValueError.
     """
 
-    def __init__(self, limits: SandboxLimits | None = None, workers: int | None = None) -> None:
+    def __init__(
+        self,
+        limits: SandboxLimits | None = None,
+        workers: int | None = None,
+        isolation: Isolation | None = None,
+    ) -> None:
         self.limits = limits or SandboxLimits()
         self.size = max(1, workers or default_workers())
-        self.isolation = isolation_level()
+        best = isolation_level()
+        if isolation is not None and _ISOLATION_ORDER.index(isolation) > _ISOLATION_ORDER.index(best):
+            raise ValueError(f"sandbox isolation {isolation!r} is not available here (best: {best!r})")
+        self.isolation: Isolation = isolation or best
         self._workers: list[_Worker | None] = [None] * self.size
         self._lock = threading.Lock()
         self._finalizer = weakref.finalize(self, _close_all, self._workers)
@@ -307,7 +319,7 @@ class _Worker:
         self._buffer = bytearray()
 
     @classmethod
-    def start(cls, limits: SandboxLimits, isolation: str) -> _Worker:
+    def start(cls, limits: SandboxLimits, isolation: Isolation) -> _Worker:
         namespaced = isolation == "namespaces"
         command = _launch_prefix(limits.disk_mb) if namespaced else _nnp_prefix()
         proc = subprocess.Popen(
@@ -319,7 +331,7 @@ class _Worker:
             cwd="/",
             start_new_session=True,
         )
-        uid = UID_BASE + proc.pid if os.geteuid() == 0 else None
+        uid = UID_BASE + proc.pid if isolation != "rlimits" else None
         worker = cls(proc, uid)
         config = {
             "uid": uid,
@@ -399,18 +411,30 @@ def _close_all(workers: list[_Worker | None]) -> None:
 
 
 @functools.cache
-def isolation_level() -> Literal["namespaces", "uid", "rlimits"]:
-    """Strongest isolation this host allows, probed once by starting an empty namespace."""
+def isolation_level() -> Isolation:
+    """Strongest isolation this host allows, probed once by really switching uid (inside the namespaces).
+
+    Being root is not enough: root of a user namespace (rootless containers) cannot take an unmapped uid.
+    """
     if os.geteuid() != 0:
         return "rlimits"
-    if all(shutil.which(tool) for tool in ("unshare", "mount")):
-        try:
-            probe = subprocess.run([*_launch_prefix(1), "true"], capture_output=True, timeout=20, check=False)
-        except (OSError, subprocess.SubprocessError):
-            probe = None
-        if probe is not None and probe.returncode == 0:
-            return "namespaces"
-    return "uid"
+    switch = [
+        sys.executable,
+        "-I",
+        "-S",
+        "-c",
+        f"import os; os.setgroups([]); os.setgid({UID_BASE}); os.setuid({UID_BASE})",
+    ]
+    if all(shutil.which(tool) for tool in ("unshare", "mount")) and _succeeds([*_launch_prefix(1), *switch]):
+        return "namespaces"
+    return "uid" if _succeeds(switch) else "rlimits"
+
+
+def _succeeds(command: list[str]) -> bool:
+    try:
+        return subprocess.run(command, capture_output=True, timeout=30, check=False, cwd="/").returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        return False
 
 
 def _nnp_prefix() -> list[str]:

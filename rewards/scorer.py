@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import threading
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -46,9 +47,7 @@ class Batch:
         self.texts = texts
         self.records = records
         self._lengths = lengths
-        self._keys: list[Hashable] = [
-            ("id", r["record_id"]) if isinstance(r.get("record_id"), str) else id(r) for r in records
-        ]
+        self._keys = [id(r) for r in records]  # rows of one record share the dict (as TRL's callable arranges)
         self._cache: dict[Hashable, dict[Hashable, Any]] = {}
 
     def __len__(self) -> int:
@@ -85,11 +84,11 @@ class Batch:
         return Batch(self.spec, [self.texts[i] for i in rows], [self.records[i] for i in rows], lengths)
 
 
-class Node:
+class Node(ABC):
     """One reward of the tree; `score` returns one detail per row of the batch."""
 
-    def score(self, batch: Batch) -> list[ScoreDetail]:
-        raise NotImplementedError
+    @abstractmethod
+    def score(self, batch: Batch) -> list[ScoreDetail]: ...
 
     def safe_score(self, batch: Batch) -> list[ScoreDetail]:
         """`score`, falling back to one row at a time so that one bad row cannot void the batch."""
@@ -157,11 +156,20 @@ class ExactMatchNode(_ParsingNode):
             if gold is None or not gold.ok:
                 out.append(ScoreDetail(None, pred.ok, gold_ok=False))
                 continue
-            if self.reward.choose_from_candidates and not (pred.ok and (ok_labels is None or pred.value in ok_labels)):
+            if self.reward.choose_from_candidates and not (pred.ok and _within(pred.value, ok_labels)):
                 out.append(ScoreDetail(0.0, pred.ok))
                 continue
             out.append(ScoreDetail(float(pred.value is not None and self._equal(pred.value, gold.value)), pred.ok))
         return out
+
+
+def _within(value: Any, allowed: set[str] | None) -> bool:
+    """Whether an answer (a label, or every item of a list) is among the allowed labels."""
+    if allowed is None:
+        return True
+    if isinstance(value, list):
+        return all((v[0] if isinstance(v, tuple) else v) in allowed for v in value)
+    return isinstance(value, str) and value in allowed
 
 
 class MetricNode(_ParsingNode):
@@ -224,15 +232,18 @@ class SandboxNode(Node):
         self._lock = threading.Lock()
 
     def program(self, text: str, record: Mapping[str, Any]) -> str:
-        """The code to run: the completion's code, behind the record's prompt (HumanEval's signature and
-        docstring) unless the completion already defines the entry point itself."""
+        """The code to run: the record's prompt (HumanEval's imports, signature and docstring) continued by the
+        completion's code; a completion that writes the whole function redefines the prompt's stub, which still
+        contributes its imports and helpers."""
         code = extract_code(text)
         reward = self.reward
         prompt = str(record.get(reward.prompt_field) or "") if reward.prompt_field else ""
         entry = str(record.get(reward.entry_point_field) or "") if reward.entry_point_field else ""
-        if prompt and not (entry and f"def {entry}(" in code):
-            return prompt + code
-        return code
+        if not prompt:
+            return code
+        if entry and f"def {entry}(" in code:
+            return prompt.rstrip() + "\n\n\n" + code
+        return prompt + code
 
     def job(self, text: str, record: Mapping[str, Any]) -> Any:
         """The sandbox job of one row, or None when the record carries no usable tests."""

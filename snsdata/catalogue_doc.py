@@ -20,7 +20,7 @@ AVAILABILITY_MEANING = {
 
 
 def reward_summary(reward: RewardSpec) -> str:
-    """A short name of a reward tree: `exact_match`, `metric:set_f1`, `0.5 metric:bleu + 0.5 metric:chrf++ × pattern`."""
+    """A short name of a reward tree: `exact_match`, `metric:set_f1`, `metric:bleu + metric:chrf++ × pattern`."""
     if reward.type == "metric":
         return f"metric:{reward.metric}"
     if reward.type != "composite":

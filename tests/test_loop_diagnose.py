@@ -15,7 +15,7 @@ from snsdata.loop.diagnose import WeakRules, diagnose, diagnose_frames, load_rul
 from snsdata.loop.logs import LogError, normalize_log, read_log
 from snsdata.loop.records import RecordSource
 from snsdata.readers import records
-from snsdata.rewards.api import catalogue
+from snsdata.rewards import catalogue
 
 TASKS = ("note_gender", "note_querycorr_topic", "note_hashtag_single", "note_taxonomy_single")
 WEAK = ("note_hashtag_single", "note_querycorr_topic")
@@ -88,6 +88,10 @@ def test_rules_baseline_drop_bottom_k_and_min_count(task_records: dict[str, list
     # Too few rows: reported, never chosen.
     sparse = diagnose_frames(worse, WeakRules(min_count=13), source)
     assert sparse["weak_tasks"] == [] and sparse["tasks"]["note_gender"]["mean_reward"] < 0.5
+    # A per-task pass threshold: at 0 every rollout of note_gender passes, so it has no failure samples.
+    lenient = diagnose_frames(worse, WeakRules(metric="pass_rate", task_pass_thresholds={"note_gender": 0.0}), source)
+    assert lenient["tasks"]["note_gender"]["pass_rate"] == 1.0 and lenient["tasks"]["note_gender"]["failures"] == 0
+    assert lenient["weak_tasks"] == []
     # At most one failure sample per weak task, the worst first.
     capped = diagnose_frames(worse, WeakRules(max_failures=1), source)
     assert [len(ids) for ids in capped["failures"].values()] == [1]
@@ -119,8 +123,8 @@ def test_rules_from_yaml_with_cli_overrides(tmp_path: Path) -> None:
     path = tmp_path / "rules.yaml"
     path.write_text("below: 0.3\nbottom_k: 2\ntask_pass_thresholds: {redtrans_zh2en: 0.25}\n", encoding="utf-8")
     rules = load_rules(path, below=0.4, bottom_k=None)
-    assert (rules.below, rules.bottom_k, rules.threshold("redtrans_zh2en"), rules.threshold("x")) == (
-        0.4, 2, 0.25, 0.5)
+    assert (rules.below, rules.bottom_k, rules.task_pass_thresholds, rules.pass_threshold) == (
+        0.4, 2, {"redtrans_zh2en": 0.25}, 0.5)
     path.write_text("belwo: 0.3\n", encoding="utf-8")
     with pytest.raises(ValueError, match="belwo"):
         load_rules(path)

@@ -10,10 +10,10 @@ import pytest
 
 from snsdata.build.formats import MESSAGES
 from snsdata.loop.logs import normalize_log
-from snsdata.loop.pairs import annotation_pairs, extra_pairs, prediction_pairs, read_annotations
+from snsdata.loop.pairs import annotation_pairs, prediction_pairs, read_annotations
 from snsdata.readers import records
 from snsdata.render import render_messages, render_target
-from snsdata.rewards.api import catalogue, get_scorer
+from snsdata.rewards import catalogue, get_scorer
 
 TASKS = ("note_gender", "note_hashtag_single", "note_querycorr_topic")
 
@@ -79,6 +79,16 @@ def test_cap_spreads_pairs_over_records_and_is_seeded(rendered: pl.DataFrame) ->
     assert again.equals(pairs)
 
 
+def test_rewards_in_the_log_are_trusted(rendered: pl.DataFrame) -> None:
+    row = rendered.filter(pl.col("task_id") == "note_gender").row(0, named=True)
+    log = normalize_log(pl.DataFrame({"record_id": [row["record_id"]] * 2, "completion": ["meh", "bah"],
+                                      "reward": [0.9, 0.1]}))
+    pairs, skipped = prediction_pairs(log, rendered, catalogue())
+    assert [r[0]["content"] for r in pairs["rejected"].to_list()] == ["bah"]
+    assert pairs["task_id"].to_list() == ["note_gender"]  # from the record id
+    assert skipped["reason"].to_list() == ["prediction scores at least 0.5"]
+
+
 def test_subjective_tasks_only_take_annotations(rendered: pl.DataFrame, tmp_path: Path) -> None:
     specs = dict(catalogue())
     specs["note_gender"] = specs["note_gender"].model_copy(update={"tags": [*specs["note_gender"].tags,
@@ -109,7 +119,9 @@ def test_subjective_tasks_only_take_annotations(rendered: pl.DataFrame, tmp_path
 
 
 def test_dpo_build_takes_pairs_from_predictions(shared_data: Path, tmp_path: Path) -> None:
-    from snsdata.build.builder import build
+    from typer.testing import CliRunner
+
+    from snsdata.cli import app
 
     root = tmp_path / "data"
     root.mkdir()
@@ -120,11 +132,17 @@ def test_dpo_build_takes_pairs_from_predictions(shared_data: Path, tmp_path: Pat
         for task in TASKS:  # a prediction log without task ids: record ids name their task
             for record in records(specs[task], root):
                 handle.write(json.dumps({"record_id": record["record_id"], "prediction": "I cannot tell"}) + "\n")
-    pairs, skipped = extra_pairs("dpo", predictions=predictions, data_root=root, max_per_task_records=8)
+    out = tmp_path / "pairs.parquet"
+    made = CliRunner().invoke(app, ["pairs", "--mixture", "dpo", "--predictions", str(predictions), "--data-root",
+                                    str(root), "--max-per-task", "8", "--out", str(out)])
+    assert made.exit_code == 0, made.output
+    pairs = pl.read_parquet(out)
     # The build reads 8 records per task: predictions of the others name no record of it.
-    assert pairs.height == 3 * 8 and set(skipped["reason"]) == {"no such record in the build"}
-    result = build("dpo", data_root=root, max_per_task=8, out=tmp_path / "dpo", extra_pairs=pairs)
-    built = pl.concat([result.train, result.eval])
-    from_predictions = built.filter(pl.col("pair_source") == "predictions")
+    assert pairs.height == 3 * 8 and "skipped 36: no such record in the build" in made.output
+    built = CliRunner().invoke(app, ["build", "--mixture", "dpo", "--data-root", str(root), "--max-per-task", "8",
+                                     "--pairs", str(out), "--out", str(tmp_path / "dpo")])
+    assert built.exit_code == 0, built.output
+    rows = pl.concat([pl.read_parquet(tmp_path / "dpo" / "data" / f"{split}.parquet") for split in ("train", "eval")])
+    from_predictions = rows.filter(pl.col("pair_source") == "predictions")
     assert from_predictions.height == pairs.height
     assert all(r[0]["content"] == "I cannot tell" for r in from_predictions["rejected"].to_list())

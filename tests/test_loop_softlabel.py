@@ -15,7 +15,7 @@ from snsdata.loop.softlabel import (
     TransformersGenerator,
     generate_soft_labels,
     provenance_of,
-    read_soft_labels,
+    soft_label_rows,
 )
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -90,7 +90,7 @@ def test_generates_resumes_and_never_twice(tiny_model: Path, tmp_path: Path) -> 
     # A kill in the middle of the next write leaves a torn line; the resume cuts it and carries on.
     with out.open("a", encoding="utf-8") as handle:
         handle.write('{"record_id": "r9", "prompt_h')
-    assert len(read_soft_labels(out)) == 3
+    assert len(soft_label_rows(out)) == 3
 
     calls: list[int] = []
 
@@ -102,7 +102,7 @@ def test_generates_resumes_and_never_twice(tiny_model: Path, tmp_path: Path) -> 
             return generator.generate(batch, seed)
 
     second = generate_soft_labels(prompts, out, Counting(), provenance, settings)
-    rows = read_soft_labels(out)
+    rows = soft_label_rows(out)
     assert second.already_done == 3 and second.generated == 4
     assert sum(calls) == 4  # only the 4 prompts not yet answered were generated
     assert sorted(r["record_id"] for r in rows) == [f"r{i}" for i in range(7)]
@@ -135,9 +135,7 @@ def test_refuses_to_mix_models_in_one_file(tiny_model: Path, tmp_path: Path) -> 
 def test_stage2_trains_general_rows_on_the_soft_labels(tiny_model: Path, shared_data: Path, tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
-    import snsdata.cli.loop  # noqa: F401  (registers the loop commands)
-    from snsdata.build.builder import build
-    from snsdata.cli.app import app
+    from snsdata.cli import app
 
     root = tmp_path / "data"
     root.mkdir()
@@ -148,22 +146,26 @@ def test_stage2_trains_general_rows_on_the_soft_labels(tiny_model: Path, shared_
             "--out", str(out)]
     interrupted = CliRunner().invoke(app, [*args, "--max-batches", "2"])
     assert interrupted.exit_code == 0, interrupted.output
-    assert "0 already there" in interrupted.output and len(read_soft_labels(out)) >= 2 * 8 - 8
-    first = {r["record_id"] for r in read_soft_labels(out)}
+    assert "0 already there" in interrupted.output and len(soft_label_rows(out)) >= 2 * 8
+    first = {r["record_id"] for r in soft_label_rows(out)}
     finished = CliRunner().invoke(app, args)
     assert finished.exit_code == 0, finished.output
     assert f"{len(first)} already there, 0 left" in finished.output
-    labels = read_soft_labels(out)
+    labels = soft_label_rows(out)
     assert len({r["record_id"] for r in labels}) == len(labels) and first < {r["record_id"] for r in labels}
 
-    result = build("stage2", data_root=root, max_per_task=4, soft_labels=out, out=tmp_path / "stage2")
-    general = result.train.filter(pl.col("origin") == "general")
+    stage2 = tmp_path / "stage2"
+    built = CliRunner().invoke(app, ["build", "--mixture", "stage2", "--data-root", str(root), "--max-per-task", "4",
+                                     "--soft-labels", str(out), "--out", str(stage2)])
+    assert built.exit_code == 0, built.output
+    train = pl.read_parquet(stage2 / "data" / "train.parquet")
+    general = train.filter(pl.col("origin") == "general")
     assert not general.is_empty() and set(general["target_kind"]) == {"soft_label"}
     by_record = {r["record_id"]: r["completion"] for r in labels}
     for row in general.to_dicts():
         assert row["messages"][-1] == {"role": "assistant", "content": by_record[row["record_id"]]}
-    assert set(result.train.filter(pl.col("origin") == "sns")["target_kind"]) <= {"gold", "failure_sample"}
-    manifest = json.loads((tmp_path / "stage2" / "manifest.json").read_text(encoding="utf-8"))
+    assert set(train.filter(pl.col("origin") == "sns")["target_kind"]) <= {"gold", "failure_sample"}
+    manifest = json.loads((stage2 / "manifest.json").read_text(encoding="utf-8"))
     soft = manifest["inputs"]["soft_labels"]
     assert soft["path"] == str(out) and soft["provenance"][0]["model"] == str(tiny_model)
     assert soft["provenance"][0]["generation"]["max_new_tokens"] == 12

@@ -9,10 +9,8 @@ import polars as pl
 import pytest
 from typer.testing import CliRunner
 
-import snsdata.cli
-import snsdata.cli.loop  # noqa: F401
-from snsdata.cli.app import app
-from snsdata.rewards.api import catalogue
+from snsdata.cli import app
+from snsdata.rewards import catalogue
 from snsdata.spec.mixture import load_mixture
 
 FAILING = ("note_gender", "note_hashtag_single")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,7 @@ from snsdata.rewards import evaluate, gold_check, score
 from snsdata.rewards.scorer import Scorer, overlong_penalty
 from snsdata.rewards.selfcheck import GoldFailure
 from snsdata.spec import TaskSpec, load_catalogue
-from snsdata.spec.reward import OverlongPenalty
+from snsdata.spec.reward import OverlongPenalty, SandboxReward
 
 FIXTURES = Path(__file__).parent / "fixtures" / "reward_specs"
 
@@ -166,6 +167,19 @@ def test_sandbox_pass_rate() -> None:
     details = s.details(completions, [record] * len(completions))
     assert [d.score for d in details] == [1.0, 1.0, 0.0, 0.0, 0.0]
     assert details[3].parse_ok is False and details[4].timed_out
+
+
+def test_sandbox_whole_function_keeps_prompt_imports_and_stdio_mode() -> None:
+    s = scorer("fx_code")
+    record = {"prompt": "from typing import List\n\n\ndef total(xs: List[int]) -> int:\n    \"\"\"Sum.\"\"\"\n",
+              "test": "def check(candidate):\n    assert candidate([1, 2]) == 3\n", "entry_point": "total"}
+    assert s(["def total(xs: List[int]) -> int:\n    return sum(xs)\n"], [record]) == [1.0]
+    stdio = Scorer(specs()["fx_code"].model_copy(update={"reward": SandboxReward(
+        mode="stdio", tests_field="test", entry_point_field=None, timeout_s=2)}))
+    cases = {"test": json.dumps([{"input": "2 3\n", "output": "5\n"}, ["1 1", "2"]])}
+    program = "```python\na, b = map(int, input().split())\nprint(a + b)\n```"
+    assert stdio([program, "print(5)"], [cases, cases]) == [1.0, 0.5]
+    assert stdio([program], [{"test": "[]"}]) == [None]  # no cases: the reward does not apply
 
 
 def test_internal_failure_gives_none_not_zero(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import functools
 import json
+import re
+import signal
 import socket
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -192,3 +195,17 @@ def test_a_hanging_scorer_hits_the_time_limit_and_the_pool_is_replaced(build: Pa
         items = batch(20)
         assert http.post("/score", json={"items": items}).json()["rewards"] == expected(items)
         assert http.get("/health").json()["recycled_pools"] == 1
+
+
+def test_serve_rewards_command(build: Path) -> None:
+    command = ["snsdata", "serve-rewards", "--build", str(build), "--port", "0", "--workers", "1"]
+    child = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    try:
+        url = next(m.group(0) for line in child.stdout if (m := re.search(r"http://127\.0\.0\.1:\d+", line)))
+        with httpx.Client(base_url=url, timeout=30.0) as http:
+            assert http.get("/health").json()["tasks"] == 2
+            items = batch(10)
+            assert http.post("/score", json={"items": items}).json()["rewards"] == expected(items)
+    finally:
+        child.send_signal(signal.SIGINT)
+        assert child.wait(timeout=30) == 0

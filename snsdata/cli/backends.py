@@ -90,7 +90,7 @@ def serve_rewards(
         err_console.print(f"[red]error[/red] {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
     console.print(f"serving {len(server.service.specs)} tasks of {build} at {server.url} "
-                  f"({workers} workers); POST /score, POST /get_reward, GET /health", highlight=False)
+                  f"({workers} workers); POST /score, POST /get_reward, GET /health", highlight=False, soft_wrap=True)
     try:
         server.serve_forever()
     except KeyboardInterrupt:

@@ -72,6 +72,7 @@ def diagnose(
 ) -> None:
     """Per-task rewards of a stage-1 log, the weak tasks by declared rules, and their failure samples."""
     from pydantic import ValidationError
+    from yaml import YAMLError
 
     from snsdata.loop.diagnose import diagnose as run_diagnose
     from snsdata.loop.diagnose import load_rules, write_diagnosis
@@ -83,7 +84,7 @@ def diagnose(
                                 max_drop=max_drop, bottom_k=bottom_k, min_count=min_count,
                                 max_failures=max_failures)
         result = run_diagnose(log, weak_rules, baseline_path=baseline, build_dir=build, from_step=from_step)
-    except (LogError, FileNotFoundError, ValidationError) as exc:
+    except (LogError, FileNotFoundError, ValidationError, YAMLError) as exc:
         err_console.print(f"[red]error[/red] {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
     write_diagnosis(result, out)
@@ -122,7 +123,7 @@ def soft_label(
     = None,
 ) -> None:
     """Answer the general-data prompts of stage 2 with the stage-1 model: the soft labels stage 2 trains on."""
-    from snsdata.build.builder import BuildError
+    from snsdata.build import BuildError
     from snsdata.loop.softlabel import GenerationSettings
     from snsdata.loop.softlabel import soft_label as run_soft_label
     from snsdata.spec import SpecError
@@ -140,3 +141,49 @@ def soft_label(
     left = run.prompts - run.already_done - run.generated
     console.print(f"{run.generated} soft label(s) written to {run.path} ({run.already_done} already there, "
                   f"{left} left, {run.truncated} hit --max-new-tokens)", highlight=False)
+
+
+@app.command("pairs")
+def pairs(
+    out: Annotated[Path, typer.Option(help="Pairs file (.parquet or .jsonl) for `build --mixture dpo --pairs`.")],
+    mixture: Annotated[str, typer.Option(help="The dpo mixture the pairs go into.")] = "dpo",
+    predictions: Annotated[Path | None, typer.Option(help="Model predictions (a log with record_id or prompt, "
+                                                          "completion, optional reward).")] = None,
+    annotations: Annotated[Path | None, typer.Option(help="JSONL of record_id or prompt, chosen, rejected "
+                                                          "(subjective tasks).")] = None,
+    data_root: Annotated[Path | None, typer.Option(help="Data root, the same the dpo build uses.")] = None,
+    max_per_task: Annotated[int | None, typer.Option(help="Read limit per task, as given to the build.")] = None,
+    threshold: Annotated[float, typer.Option(help="A prediction is rejected-worthy below this reward.")] = 0.5,
+    max_pairs_per_task: Annotated[int | None, typer.Option(help="At most this many prediction pairs per task.")]
+    = None,
+    seed: Annotated[int, typer.Option(help="Seed of the order the per-task cap keeps pairs in.")] = 0,
+) -> None:
+    """DPO pairs from model errors (gold vs a wrong prediction) and from annotations, for the dpo build."""
+    from snsdata.build import BuildError
+    from snsdata.loop.logs import LogError
+    from snsdata.loop.pairs import extra_pairs
+    from snsdata.spec import SpecError
+
+    if predictions is None and annotations is None:
+        err_console.print("[red]error[/red] give --predictions, --annotations or both")
+        raise typer.Exit(1)
+    try:
+        made, skipped = extra_pairs(mixture, predictions=predictions, annotations=annotations, data_root=data_root,
+                                    max_per_task_records=max_per_task, threshold=threshold,
+                                    max_pairs_per_task=max_pairs_per_task, seed=seed)
+    except (SpecError, BuildError, LogError, ValueError, OSError) as exc:
+        err_console.print(f"[red]error[/red] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix == ".parquet":
+        made.write_parquet(out)
+    else:
+        made.write_ndjson(out)
+    table = Table(title=f"{made.height} pairs -> {out}", title_justify="left")
+    for column in ("task", "source", "pairs"):
+        table.add_column(column, justify="right" if column == "pairs" else "left")
+    for task_id, source, count in made.group_by("task_id", "pair_source").len().sort("task_id").iter_rows():
+        table.add_row(task_id, source, str(count))
+    console.print(table)
+    for reason, count in skipped.group_by("reason").len().sort("len", descending=True).iter_rows():
+        console.print(f"[yellow]skipped[/yellow] {count}: {reason}", highlight=False)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 import typer
 from rich.console import Console
@@ -13,6 +13,7 @@ from rich.table import Table
 from snsdata.cli.app import app
 from snsdata.rewards.api import evaluate
 from snsdata.rewards.files import EvalInputError, align, load_predictions, load_records
+from snsdata.rewards.scorer import Compat
 from snsdata.spec import SpecError, TaskSpec, load_catalogue
 
 console = Console()
@@ -75,7 +76,7 @@ def eval_command(
     try:
         records = _records(spec, data, data_root, split)
         aligned = align(load_predictions(predictions), records, str(predictions))
-        metrics = evaluate(task, records, aligned, compat=compat, specs=catalogue)  # type: ignore[arg-type]
+        metrics = evaluate(task, records, aligned, compat=cast(Compat, compat), specs=catalogue)
     except (EvalInputError, ValueError) as exc:
         raise _fail(str(exc)) from None
     if as_json:

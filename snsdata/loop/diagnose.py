@@ -7,7 +7,6 @@ choice can be argued about. `stage2` consumes the written file (`weak_tasks`, `f
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Any, Literal
@@ -16,6 +15,7 @@ import polars as pl
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
+from snsdata.build.inputs import sha256_file
 from snsdata.loop.logs import read_log
 from snsdata.loop.records import RecordSource, attach_records, score_rows
 
@@ -44,9 +44,6 @@ class WeakRules(BaseModel):
     max_failures: int | None = Field(default=None, ge=1)
     """Keep at most this many failure samples per weak task, worst first. None: all."""
 
-    def threshold(self, task_id: str) -> float:
-        return self.task_pass_thresholds.get(task_id, self.pass_threshold)
-
 
 def load_rules(path: str | Path | None = None, **overrides: Any) -> WeakRules:
     """Rules from a YAML file (keys of `WeakRules`), then CLI overrides that are not None."""
@@ -57,19 +54,15 @@ def load_rules(path: str | Path | None = None, **overrides: Any) -> WeakRules:
     return WeakRules.model_validate(data)
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+def _threshold(rules: WeakRules) -> pl.Expr:
+    """Each row's pass threshold: its task's override, else the default."""
+    return pl.col("task_id").replace_strict(rules.task_pass_thresholds, default=rules.pass_threshold,
+                                            return_dtype=pl.Float64)
 
 
 def task_figures(scored: pl.DataFrame, rules: WeakRules) -> pl.DataFrame:
     """Per task: rows, scored rows, distinct records, mean reward, pass rate, parse-failure rate, failing records."""
-    thresholds = pl.col("task_id").replace_strict(rules.task_pass_thresholds, default=rules.pass_threshold,
-                                                  return_dtype=pl.Float64)
-    rows = scored.with_columns(_threshold=thresholds)
+    rows = scored.with_columns(_threshold=_threshold(rules))
     valid = pl.col("reward").is_not_null()
     per_task = rows.group_by("task_id").agg(
         count=pl.len(),
@@ -87,11 +80,9 @@ def task_figures(scored: pl.DataFrame, rules: WeakRules) -> pl.DataFrame:
 
 def failure_samples(scored: pl.DataFrame, rules: WeakRules) -> pl.DataFrame:
     """Records whose mean reward over their rollouts is below the pass threshold, worst first per task."""
-    thresholds = pl.col("task_id").replace_strict(rules.task_pass_thresholds, default=rules.pass_threshold,
-                                                  return_dtype=pl.Float64)
     return (scored.filter(pl.col("reward").is_not_null() & pl.col("record_id").is_not_null())
             .group_by("task_id", "record_id").agg(reward=pl.col("reward").mean(), rollouts=pl.len())
-            .filter(pl.col("reward") < thresholds)
+            .filter(pl.col("reward") < _threshold(rules))
             .sort("task_id", "reward", "record_id"))
 
 
@@ -177,9 +168,9 @@ def diagnose(log_path: str | Path, rules: WeakRules | None = None, *, baseline_p
     if from_step is not None:
         log = log.filter(pl.col("step").is_null() | (pl.col("step") >= from_step))
     result = diagnose_frames(log, rules, source, baseline)
-    inputs = {"log": {"path": str(log_path), "sha256": _sha256(log_path)}}
+    inputs = {"log": {"path": str(log_path), "sha256": sha256_file(log_path)}}
     if baseline_path is not None:
-        inputs["baseline"] = {"path": str(baseline_path), "sha256": _sha256(Path(baseline_path))}
+        inputs["baseline"] = {"path": str(baseline_path), "sha256": sha256_file(Path(baseline_path))}
     if build_dir is not None:
         inputs["build"] = {"path": str(build_dir)}
     if from_step is not None:

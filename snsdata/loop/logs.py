@@ -12,7 +12,7 @@ from typing import Any
 
 import polars as pl
 
-from snsdata.build.formats import prompt_hash as build_prompt_hash
+from snsdata.build import prompt_hash as build_prompt_hash
 
 LOG_SCHEMA: dict[str, pl.DataType] = {
     "task_id": pl.String(),
@@ -45,7 +45,7 @@ class LogError(ValueError):
 def prompt_hash(prompt: Any) -> str:
     """Stable id of a prompt given as chat messages, their JSON text, or plain text (a one-turn user prompt).
 
-    Message lists hash exactly as the build hashes its rendered prompts (`snsdata.build.formats.prompt_hash`).
+    Message lists hash exactly as the build hashes its rendered prompts (`snsdata.build.prompt_hash`).
     """
     if isinstance(prompt, str):
         try:

@@ -16,8 +16,8 @@ from pathlib import Path
 import polars as pl
 import xxhash
 
-from snsdata.build.builder import Prepared, prepare
-from snsdata.build.formats import MESSAGES, PAIR_COLUMNS, record_json
+from snsdata.build import PAIR_COLUMNS, Prepared, prepare
+from snsdata.build.formats import MESSAGES, record_json
 from snsdata.loop.logs import fill_task_ids, prompt_hash, read_log
 from snsdata.spec import TaskSpec
 
@@ -42,7 +42,7 @@ def _skips(frame: pl.DataFrame, reason: str) -> pl.DataFrame:
 
 def _scores(task_id: str, completions: list[str], records: list[str], specs: Mapping[str, TaskSpec]
             ) -> list[float | None]:
-    from snsdata.rewards.api import get_scorer
+    from snsdata.rewards import get_scorer
 
     return get_scorer(task_id, "fixed", specs)(completions, [json.loads(r) for r in records])
 
@@ -86,12 +86,13 @@ def prediction_pairs(
     joined = joined.filter(~pl.col("task_id").is_in(subjective + unknown))
     parts = []
     for (task_id,), group in joined.group_by("task_id"):
-        records = group["record"].to_list()
-        scored = _scores(str(task_id), group["completion"].to_list(), records, specs)
-        gold = _scores(str(task_id), group["target"].to_list(), records, specs)
-        rewards = [given if given is not None else new for given, new in zip(group["reward"], scored, strict=True)]
-        parts.append(group.with_columns(reward=pl.Series(rewards, dtype=pl.Float64),
-                                        _gold=pl.Series(gold, dtype=pl.Float64)))
+        gold = _scores(str(task_id), group["target"].to_list(), group["record"].to_list(), specs)
+        group = group.with_columns(_gold=pl.Series(gold, dtype=pl.Float64), _row=pl.int_range(pl.len()))
+        unscored = group.filter(pl.col("reward").is_null())
+        scored = _scores(str(task_id), unscored["completion"].to_list(), unscored["record"].to_list(), specs)
+        fill = pl.DataFrame({"_row": unscored["_row"], "_new": pl.Series(scored, dtype=pl.Float64)})
+        parts.append(group.join(fill, on="_row", how="left")
+                     .with_columns(reward=pl.coalesce("reward", "_new")).drop("_row", "_new"))
     if not parts:
         return pl.DataFrame(schema=PAIR_COLUMNS), pl.concat(skipped)
     rows = pl.concat(parts).with_columns(_same=pl.col("completion").str.strip_chars()
@@ -106,7 +107,8 @@ def prediction_pairs(
     for condition, reason in reasons:
         skipped.append(_skips(rows.filter(condition), reason))
         rows = rows.filter(~condition)
-    rows = rows.with_columns(_dup=pl.int_range(pl.len()).over("task_id", "record_id", "completion") > 0)
+    rows = rows.with_columns(_dup=pl.int_range(pl.len()).over(
+        "task_id", "record_id", pl.col("completion").str.strip_chars()) > 0)
     skipped.append(_skips(rows.filter("_dup"), "duplicate of a pair already made"))
     rows = rows.filter(~pl.col("_dup"))
     rows = _capped(rows, max_per_task, seed, skipped)

@@ -33,7 +33,7 @@ class RecordSource:
         if self.build_dir is not None and (self.build_dir / "specs.json").is_file():
             frozen = json.loads((self.build_dir / "specs.json").read_text(encoding="utf-8"))
             return {task_id: TaskSpec.model_validate(spec) for task_id, spec in frozen.items()}
-        from snsdata.rewards.api import catalogue
+        from snsdata.rewards import catalogue
 
         return catalogue()
 
@@ -88,7 +88,7 @@ def score_rows(log: pl.DataFrame, source: RecordSource) -> pl.DataFrame:
     Rows a trainer already scored keep their reward (it is what the policy was trained on); they are still parsed
     when their record is known, so the parse-failure rate covers them too. Unknown task ids stay unscored.
     """
-    from snsdata.rewards.api import get_scorer
+    from snsdata.rewards import get_scorer
 
     specs = source.specs
     rewards = log["reward"].to_list()

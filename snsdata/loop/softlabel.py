@@ -146,7 +146,7 @@ def load_generator(model_path: str | Path, settings: GenerationSettings, engine:
     raise ValueError(f"engine must be auto, transformers or vllm, got {engine!r}")
 
 
-def read_soft_labels(path: str | Path, repair: bool = False) -> list[dict[str, Any]]:
+def soft_label_rows(path: str | Path, repair: bool = False) -> list[dict[str, Any]]:
     """The complete rows of a soft-label file; a torn last line is skipped (and cut from the file if `repair`)."""
     path = Path(path)
     if not path.is_file():
@@ -209,7 +209,7 @@ def generate_soft_labels(
     reports progress.
     """
     out = Path(out)
-    existing = read_soft_labels(out, repair=True)
+    existing = soft_label_rows(out, repair=True)
     for row in existing[:1]:
         theirs = {key: row.get(key) for key in provenance}
         if theirs != provenance:
@@ -276,11 +276,11 @@ def soft_label(
 ) -> SoftLabelRun:
     """Soft labels for every general-data prompt of a mixture's `target: soft_label` components.
 
-    The prompts come from the build itself (`snsdata.build.builder.prepare` + `soft_label_prompts`) with the same
+    The prompts come from the build itself (`snsdata.build.prepare` + `soft_label_prompts`) with the same
     data root, diagnosis and per-task read limit the stage-2 build will use, so every prompt hash matches a row
     of that build. `max_batches` generates at most that many batches now (the rest on the next call).
     """
-    from snsdata.build.builder import prepare, soft_label_prompts
+    from snsdata.build import prepare, soft_label_prompts
 
     settings = settings or GenerationSettings()
     prepared = prepare(mixture, data_root=data_root, diagnosis=diagnosis, max_per_task=max_per_task)

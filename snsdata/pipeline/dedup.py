@@ -104,17 +104,18 @@ class _Hashed:
 
     keys: np.ndarray  # rows x 2 uint64: normalised-text digest
     lengths: np.ndarray  # normalised length in characters
-    bands: np.ndarray | None  # rows x bands uint64
+    shingles: np.ndarray | None  # shingles per row
+    sig: np.ndarray | None  # rows x num_perm uint16: compact MinHash signature
 
 
 def _hash_batch(texts: pl.Series, params: NearParams, near: bool) -> _Hashed:
     cps = codepoints(texts)
     if not near:
-        return _Hashed(row_digests(cps), cps.lengths, None)
+        return _Hashed(row_digests(cps), cps.lengths, None, None)
     bands, rows_per_band = params.banding()
     hashes, counts = minhash.shingle_hashes(_units(cps, params), params.ngram, params.seed)
     sig = minhash.signatures(hashes, counts, bands * rows_per_band, params.seed)
-    return _Hashed(row_digests(cps), cps.lengths, minhash.band_hashes(sig, bands, rows_per_band, params.seed))
+    return _Hashed(row_digests(cps), cps.lengths, counts, minhash.compact(sig))
 
 
 def _set_batch(texts: pl.Series, params: NearParams) -> minhash.ShingleSets:
@@ -177,10 +178,18 @@ def find_duplicates(
     similarity = np.ones(positions.size)
     if near and positions.size:
         eligible = np.flatnonzero(has_text & ~is_exact)
-        band_matrix = np.concatenate([h.bands for h in hashed if h.bands is not None])[eligible]
+        sig = np.concatenate([h.sig for h in hashed if h.sig is not None])[eligible]
+        shingles = np.concatenate([h.shingles for h in hashed if h.shingles is not None])[eligible]
         del hashed
-        a, b = minhash.candidate_pairs(band_matrix, eligible)
-        del band_matrix
+        bands, rows_per_band = params.banding()
+        a, b = minhash.candidate_pairs(sig, eligible, bands, rows_per_band, params.seed)
+        # skip pairs whose signatures already rule out the threshold; the rest get the true Jaccard
+        keep = minhash.plausible(
+            minhash.estimated_similarity(sig, a, b), np.minimum(shingles[a], shingles[b]), params.threshold,
+            bands * rows_per_band,
+        )
+        a, b = eligible[a[keep]], eligible[b[keep]]
+        del sig
         if a.size:
             rows = np.unique(np.concatenate([a, b]))
             sets = _shingle_sets(frame, text_column, rows, params, batch_size, workers)

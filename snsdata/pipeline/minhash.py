@@ -204,17 +204,45 @@ def _densify(sig: np.ndarray, has_shingles: np.ndarray, seed: int) -> None:
     flat[todo] = flat[offsets[np.arange(todo.size), np.argmax(filled, axis=1)]]
 
 
-def band_hashes(sig: np.ndarray, bands: int, rows_per_band: int, seed: int) -> np.ndarray:
-    """One 64-bit hash per band (rows x bands); band index is mixed in so bands never share buckets."""
-    n = sig.shape[0]
-    block = sig[:, : bands * rows_per_band].reshape(n, bands, rows_per_band)
-    mults = _constants(seed ^ 0xBA4D, 1 + bands)
-    acc = block[:, :, 0].copy()
-    for k in range(1, rows_per_band):
-        acc *= mults[0]
-        acc += block[:, :, k]
-    acc += mults[1:][None, :]
-    return fmix64(acc.reshape(-1)).reshape(n, bands)
+def compact(sig: np.ndarray) -> np.ndarray:
+    """Keep 16 bits of each bin (b-bit minwise hashing): 2 bytes a bin for the whole corpus instead of 8.
+
+    Unequal minima agree on 16 bits with chance 2**-16, which neither banding (6 bins must agree) nor the
+    similarity estimate notices.
+    """
+    return sig.astype(np.uint16)
+
+
+def band_hash(sig: np.ndarray, band: int, rows_per_band: int, seed: int) -> np.ndarray:
+    """64-bit hash of one band of compact signatures; the band number is mixed in."""
+    mult, salt = _constants(seed ^ 0xBA4D ^ band, 2)
+    start = band * rows_per_band
+    acc = sig[:, start].astype(np.uint64)
+    for k in range(start + 1, start + rows_per_band):
+        acc *= mult
+        acc += sig[:, k]
+    acc ^= salt
+    return fmix64(acc)
+
+
+def estimated_similarity(sig: np.ndarray, a: np.ndarray, b: np.ndarray, chunk: int = 65_536) -> np.ndarray:
+    """Share of equal bins between rows a[p] and b[p] of compact signatures: the MinHash Jaccard estimate."""
+    out = np.empty(a.size, dtype=np.float64)
+    for start in range(0, a.size, chunk):
+        stop = start + chunk
+        out[start:stop] = (sig[a[start:stop]] == sig[b[start:stop]]).mean(axis=1)
+    return out
+
+
+def plausible(estimate: np.ndarray, shingles: np.ndarray, threshold: float, num_perm: int) -> np.ndarray:
+    """Pairs whose estimate leaves a real chance of true Jaccard >= threshold (5 standard errors).
+
+    A row with few shingles fills few bins itself (densification copies the rest), so the estimate rests on
+    min(shingles, num_perm) samples; short rows therefore get a wide margin and are nearly always verified.
+    """
+    samples = np.minimum(shingles, num_perm).clip(min=1)
+    margin = 5.0 * np.sqrt(threshold * (1.0 - threshold) / samples)
+    return estimate >= threshold - margin
 
 
 def collision_probability(similarity: float, bands: int, rows_per_band: int) -> float:
@@ -233,13 +261,18 @@ def choose_bands(threshold: float, num_perm: int, min_recall: float = 0.995) -> 
     return best
 
 
-def candidate_pairs(bands: np.ndarray, row_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Pairs (earlier, later) of rows sharing a band bucket: each member is paired with the bucket's earliest
-    row and with the member just before it, so one stray collision cannot hide a true pair."""
+def candidate_pairs(sig: np.ndarray, row_ids: np.ndarray, bands: int, rows_per_band: int,
+                    seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Pairs (earlier, later) of rows sharing a band bucket, as indices into `row_ids` order.
+
+    Each member is paired with the bucket's earliest row and with the member just before it, so one stray
+    collision cannot hide a true pair. Buckets come from a Polars hash group-by, never Python dicts.
+    """
     firsts: list[np.ndarray] = []
     seconds: list[np.ndarray] = []
-    for j in range(bands.shape[1]):
-        frame = pl.DataFrame({"h": bands[:, j], "i": row_ids})
+    index = np.arange(row_ids.size, dtype=np.int64)
+    for band in range(bands):
+        frame = pl.DataFrame({"h": band_hash(sig, band, rows_per_band, seed), "i": index})
         shared = frame.filter(pl.col("h").is_duplicated()).sort("h", "i")
         if shared.height == 0:
             continue
@@ -253,9 +286,11 @@ def candidate_pairs(bands: np.ndarray, row_ids: np.ndarray) -> tuple[np.ndarray,
     if not firsts:
         empty = np.zeros(0, dtype=np.int64)
         return empty, empty
-    pairs = pl.DataFrame(
-        {"a": np.concatenate(firsts).astype(np.int64), "b": np.concatenate(seconds).astype(np.int64)}
-    ).unique(maintain_order=False).sort("a", "b")
+    pairs = (
+        pl.DataFrame({"a": np.concatenate(firsts).astype(np.int64), "b": np.concatenate(seconds).astype(np.int64)})
+        .unique()
+        .sort("a", "b")
+    )
     return pairs["a"].to_numpy(), pairs["b"].to_numpy()
 
 
