@@ -10,10 +10,11 @@ Endpoints:
 
 Batches are cut into chunks scored in parallel by a pool of worker processes (the scorers are CPU-bound Python,
 so threads would serialise on the GIL). Each request has a size limit, an item limit and a time limit; a request
-past its time limit gets 504, and if a chunk is still running then (a degenerate completion that hangs a scorer)
-the pool is replaced so that the stuck worker cannot starve later requests; chunks of other requests that were on
-the old pool are resubmitted. Malformed requests get a 4xx naming the problem; nothing a client sends can stop the
-server. There is no authentication: the server binds to 127.0.0.1 unless told otherwise.
+past its time limit gets 504. When the pool has then finished nothing for a whole time limit (every worker hung on
+a degenerate completion), it is replaced so that the hung workers cannot starve later requests, and the chunks of
+other requests that were on it are resubmitted; a pool that is merely overloaded is left alone. Malformed requests
+get a 4xx naming the problem; nothing a client sends can stop the server. There is no authentication: the server
+binds to 127.0.0.1 unless told otherwise.
 """
 
 from __future__ import annotations
@@ -121,22 +122,35 @@ class Limits:
 
 
 class _Pool:
-    """A process pool and whether every worker has started (imported snsdata, built its scorers): a pool that
-    is still starting is slow, not stuck, and must not be replaced for it."""
+    """A process pool, whether every worker has started (imported snsdata, built its scorers) and when it last
+    finished a chunk: a pool that is starting, or that finishes chunks, is slow rather than stuck."""
 
     def __init__(self, context: Any, workers: int, specs: dict[str, Any], compat: str, score_fn: ScoreFn):
         self.workers = workers
+        self.score_fn = score_fn
         self._started = context.Semaphore(0)
         self.pool = context.Pool(workers, _init_worker, (specs, compat, self._started, score_fn))
         self.ready = threading.Event()
+        self.last_done = time.monotonic()
 
     def wait_ready(self, timeout_s: float) -> bool:
         deadline = time.monotonic() + timeout_s
         for _ in range(self.workers):
             if not self._started.acquire(timeout=max(0.0, deadline - time.monotonic())):
                 return False
+        self.last_done = time.monotonic()
         self.ready.set()
         return True
+
+    def submit(self, chunk: list[Item]) -> Any:
+        return self.pool.apply_async(self.score_fn, (chunk,), callback=self._done, error_callback=self._done)
+
+    def _done(self, _: object) -> None:
+        self.last_done = time.monotonic()
+
+    def stuck(self, after_s: float) -> bool:
+        """Started, yet not one chunk finished for `after_s`: every worker is hung on something."""
+        return self.ready.is_set() and time.monotonic() - self.last_done >= after_s
 
     def close(self) -> None:
         self.pool.terminate()
@@ -227,7 +241,7 @@ class RewardService:
     def _submit(self, chunk: list[Item]) -> tuple[_Pool, Any]:
         with self._lock:
             pool = self._pool
-        return pool, pool.pool.apply_async(self.score_fn, (chunk,))
+        return pool, pool.submit(chunk)
 
     def _run(self, chunks: list[list[Item]], deadline: float) -> list[list[float | None]]:
         results: list[list[float | None]] = [[] for _ in chunks]
@@ -253,15 +267,16 @@ class RewardService:
         return results
 
     def _recycle(self, pools: set[_Pool]) -> None:
-        """Replace the current pool when it holds one of this request's unfinished chunks (maybe stuck), unless
-        it is still starting."""
+        """Replace the current pool when it holds one of this request's unfinished chunks and has finished nothing
+        for a whole time limit. A pool that still finishes chunks is only overloaded; replacing it would throw
+        away every request's work in progress."""
         with self._lock:
-            if self._pool not in pools or not self._pool.ready.is_set():
+            if self._pool not in pools or not self._pool.stuck(self.limits.timeout_s):
                 return
             old, new = self._pool, _Pool(self._context, self.workers, self.specs, self.compat, self.score_fn)
             self._pool = new
             self.recycled += 1
-        log.warning("a request timed out with chunks still running; worker pool replaced")
+        log.warning("no chunk finished for %g s; worker pool replaced", self.limits.timeout_s)
         threading.Thread(target=old.close, daemon=True).start()
         threading.Thread(target=new.wait_ready, args=(self.limits.timeout_s * 10,), daemon=True).start()
 

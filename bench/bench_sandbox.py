@@ -16,7 +16,14 @@ import tempfile
 import time
 from pathlib import Path
 
-from snsdata.rewards.sandbox import SandboxLimits, SandboxPool, default_workers, humaneval_jobs, run_jobs
+from snsdata.rewards.sandbox import (
+    SandboxLimits,
+    SandboxPool,
+    default_workers,
+    humaneval_jobs,
+    isolation_level,
+    run_jobs,
+)
 
 TIMEOUT_S = 3.0
 WRONG_BODY = "    return None\n"
@@ -75,7 +82,7 @@ def compare_humaneval(workers: int | None = None) -> dict[str, float | int | str
     return {
         "problems": n,
         "workers": workers,
-        "sandbox_isolation": SandboxPool(workers=1).isolation,
+        "sandbox_isolation": isolation_level(),
         "sandbox_s": round(sandbox_s, 3),
         "sandbox_per_s": round(n / sandbox_s, 1),
         "sandbox_warm_s": round(warm_s, 3),

@@ -348,7 +348,6 @@ class Worker:
             "stdout": bufs[out_r].decode("utf-8", "replace"),
             "stderr": bufs[err_r].decode("utf-8", "replace"),
             "duration": ended - started,
-            "exit": code,
         }
         records = _records(bytes(bufs[rep_r]), nonce)
         if code == SETUP_FAILED and not records:
@@ -382,8 +381,9 @@ class Worker:
     def _reap(self, pid: int) -> tuple[int, resource.struct_rusage]:
         """Kill whatever the run left behind and collect the child's exit status."""
         if not self.pid_one:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(pid, signal.SIGKILL)
+            for send in (os.kill, os.killpg):  # the child itself too, in case it never reached setsid()
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    send(pid, signal.SIGKILL)
             _, wait_status, usage = os.wait4(pid, 0)
             if self.uid is not None:
                 sweep_uid(self.uid)

@@ -12,7 +12,9 @@ from snsdata.spec import TaskSpec, load_catalogue
 
 _LOCK = threading.Lock()
 _CATALOGUE: dict[str, TaskSpec] = {}
-_SCORERS: dict[tuple[str, str], Scorer] = {}
+_SCORERS: dict[tuple[int, str], tuple[TaskSpec, Scorer]] = {}
+"""(id(spec), compat) -> (spec, scorer); holding the spec keeps its id from being reused while cached."""
+MAX_CACHED_SCORERS = 256
 
 
 def catalogue() -> dict[str, TaskSpec]:
@@ -31,16 +33,19 @@ def _spec(task_id: str, specs: Mapping[str, TaskSpec] | None) -> TaskSpec:
 
 
 def get_scorer(task_id: str, compat: Compat = "fixed", specs: Mapping[str, TaskSpec] | None = None) -> Scorer:
-    """The batch scorer of a task; shipped tasks' scorers are built once and shared."""
-    if specs is not None:
-        return Scorer(_spec(task_id, specs), compat)
-    key = (task_id, compat)
-    scorer = _SCORERS.get(key)
-    if scorer is None:
-        scorer = Scorer(_spec(task_id, None), compat)
-        with _LOCK:
-            scorer = _SCORERS.setdefault(key, scorer)
-    return scorer
+    """The batch scorer of a task (from `specs`, else the shipped catalogue), built once per spec object and
+    shared: building compiles patterns and parsers, and a sandbox scorer keeps its pool warm."""
+    spec = _spec(task_id, specs)
+    key = (id(spec), compat)
+    with _LOCK:
+        hit = _SCORERS.get(key)
+        if hit is not None and hit[0] is spec:
+            return hit[1]
+    scorer = Scorer(spec, compat)
+    with _LOCK:
+        if len(_SCORERS) >= MAX_CACHED_SCORERS:
+            _SCORERS.pop(next(iter(_SCORERS)))
+        return _SCORERS.setdefault(key, (spec, scorer))[1]
 
 
 def score(task_id: str, completion: Any, record: Mapping[str, Any], compat: Compat = "fixed",

@@ -54,10 +54,12 @@ def check_arithmetic(result) -> None:
     assert totals["rows_rejected"] == pl.read_parquet(result.out / "rejects.parquet").height == rejects.height
     assert totals["train_rows"] == result.train.height and totals["eval_rows"] == result.eval.height
     per_task_rejects = dict(rejects.group_by("task_id").len().iter_rows())
+    own = result.train.filter(pl.col("pair_source") == "candidates") if "pair_source" in result.train.columns \
+        else result.train  # extra DPO pairs are counted apart, as `pairs:<task>`
     for task_id, info in manifest["tasks"].items():
         counts = info["counts"]
         assert counts["read"] == counts["sample"] + counts["excluded"] + per_task_rejects.get(task_id, 0), task_id
-        written = result.train.filter(pl.col("task_id") == task_id).height
+        written = own.filter(pl.col("task_id") == task_id).height
         assert written == counts.get("out_train_rows", written), task_id
     unique = pl.concat([result.train.select("task_id", "record_id"), result.eval.select("task_id", "record_id")])
     assert unique.n_unique() == totals["rows_out"]
@@ -152,7 +154,8 @@ def redtrans_root(tmp_path: Path, pairs: int = 120) -> Path:
     """A synthetic RedTrans file in which every (zh, en) pair appears in both directions, like the real data."""
     records = []
     for i in range(pairs):
-        zh, en = f"第{i}条笔记：今天的咖啡店真的太好逛了，推荐大家去打卡{i}", f"Note {i}: this cafe is so worth a visit, go check it out {i}"
+        zh = f"第{i}条笔记：今天的咖啡店真的太好逛了，推荐大家去打卡{i}"
+        en = f"Note {i}: this cafe is so worth a visit, go check it out {i}"
         for src, dst in (("zh", "en"), ("en", "zh")):
             records.append({"en": en, "zh": zh, "source": "comment", "src_lang": src, "dst_lang": dst})
     path = tmp_path / "redtrans" / "redtrans_sample" / "RedTrans-Bench-sample.json"
@@ -288,7 +291,8 @@ def test_cli_build_default_out_and_report(monkeypatch, tmp_path: Path) -> None:
     assert report.exit_code == 0, report.output
     page = (tmp_path / "builds" / "dpo" / "report.html").read_text(encoding="utf-8")
     assert page.count("<svg") >= 5 and "src=" not in page and "href=" not in page
-    bad = runner.invoke(app, ["build", "--mixture", "stage1", "--diagnosis", str(tmp_path / "builds/dpo/manifest.json")])
+    not_stage2 = ["build", "--mixture", "stage1", "--diagnosis", str(tmp_path / "builds/dpo/manifest.json")]
+    bad = runner.invoke(app, not_stage2)
     assert bad.exit_code == 1 and "targeted" in bad.output
 
 

@@ -20,13 +20,17 @@ from snsdata.backends.server import Limits, create_server, response_text, score_
 from snsdata.rewards.scorer import Scorer
 from snsdata.spec import load_catalogue
 
-SLOW = "SLOW"
+SLOW, SLUGGISH = "SLOW", "SLUGGISH"
 
 
 def slow_score(items: list) -> list:
-    """The default scorer, except that a completion reading SLOW hangs (a degenerate sample)."""
-    if any(completion == SLOW for _, completion, _ in items):
+    """The default scorer, except that a completion reading SLOW hangs (a degenerate sample) and one reading
+    SLUGGISH takes half a second (an overloaded server, not a stuck one)."""
+    completions = {completion for _, completion, _ in items}
+    if SLOW in completions:
         time.sleep(60)
+    if SLUGGISH in completions:
+        time.sleep(0.5)
     return score_in_worker(items)
 
 
@@ -181,18 +185,25 @@ def test_concurrent_clients_each_get_their_own_rewards(server) -> None:
 
 def test_a_hanging_scorer_hits_the_time_limit_and_the_pool_is_replaced(build: Path) -> None:
     limits = Limits(timeout_s=1.5)
-    with create_server(build, workers=1, chunk_size=8, limits=limits, score_fn=slow_score) as running, \
+    record = samples()[0]["record"]
+    with create_server(build, workers=1, chunk_size=2, limits=limits, score_fn=slow_score) as running, \
             httpx.Client(base_url=running.url, timeout=30.0) as http:
         assert http.post("/score", json={"items": batch(4)}).status_code == 200  # pool warm
-        hung = [*batch(4), {"task_id": "note_gender", "completion": SLOW, "record": samples()[0]["record"]}]
+        hung = [*batch(4), {"task_id": "note_gender", "completion": SLOW, "record": record}]
         started = time.monotonic()
         response = http.post("/score", json={"items": hung})
         assert response.status_code == 504 and "longer than 1.5 s" in response.json()["error"]
         assert time.monotonic() - started < 5
-        # The only worker was stuck: without a new pool every later request would wait for it and time out too.
+        # The only worker is hung: without a new pool every later request would wait for it and time out too.
         while http.get("/health").json()["status"] == "starting":
             time.sleep(0.1)
         items = batch(20)
+        assert http.post("/score", json={"items": items}).json()["rewards"] == expected(items)
+        assert http.get("/health").json()["recycled_pools"] == 1
+
+        # Four half-second chunks overrun the limit too, but the pool keeps finishing them: it is kept.
+        sluggish = [{"task_id": "note_gender", "completion": SLUGGISH, "record": record}] * 8
+        assert http.post("/score", json={"items": sluggish}).status_code == 504
         assert http.post("/score", json={"items": items}).json()["rewards"] == expected(items)
         assert http.get("/health").json()["recycled_pools"] == 1
 

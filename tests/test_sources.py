@@ -87,9 +87,9 @@ def test_instruction_posts_follow_their_split_files() -> None:
 def test_unknown_generator_and_missing_params_say_what_is_wrong() -> None:
     with pytest.raises(UnknownGenerator, match="registered"):
         generate_source("nope", "train", 1, {})
-    with pytest.raises(ValueError, match="params.dataset"):
+    with pytest.raises(ValueError, match=r"params\.dataset"):
         generate_source("reasoning_gym", "train", 1, {})
-    with pytest.raises(ValueError, match="params.texts.eval"):
+    with pytest.raises(ValueError, match=r"params\.texts\.eval"):
         generate_source("sns_instructions", "test", 1, {"texts": {"train": IF_PARAMS["texts"]["train"]}})
 
 

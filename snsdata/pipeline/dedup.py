@@ -106,16 +106,19 @@ class _Hashed:
     lengths: np.ndarray  # normalised length in characters
     shingles: np.ndarray | None  # shingles per row
     sig: np.ndarray | None  # rows x num_perm uint16: compact MinHash signature
+    bands: np.ndarray | None  # bands x rows uint64: LSH band hashes
 
 
 def _hash_batch(texts: pl.Series, params: NearParams, near: bool) -> _Hashed:
     cps = codepoints(texts)
     if not near:
-        return _Hashed(row_digests(cps), cps.lengths, None, None)
+        return _Hashed(row_digests(cps), cps.lengths, None, None, None)
     bands, rows_per_band = params.banding()
     hashes, counts = minhash.shingle_hashes(_units(cps, params), params.ngram, params.seed)
     sig = minhash.signatures(hashes, counts, bands * rows_per_band, params.seed)
-    return _Hashed(row_digests(cps), cps.lengths, counts, minhash.compact(sig))
+    sig16 = minhash.compact(sig)
+    return _Hashed(row_digests(cps), cps.lengths, counts, sig16,
+                   minhash.band_hashes(sig16, bands, rows_per_band, params.seed))
 
 
 def _set_batch(texts: pl.Series, params: NearParams) -> minhash.ShingleSets:
@@ -178,11 +181,13 @@ def find_duplicates(
     similarity = np.ones(positions.size)
     if near and positions.size:
         eligible = np.flatnonzero(has_text & ~is_exact)
+        band_table = np.concatenate([h.bands for h in hashed if h.bands is not None], axis=1)[:, eligible]
+        a, b = minhash.candidate_pairs(band_table)
+        del band_table
         sig = np.concatenate([h.sig for h in hashed if h.sig is not None])[eligible]
         shingles = np.concatenate([h.shingles for h in hashed if h.shingles is not None])[eligible]
         del hashed
         bands, rows_per_band = params.banding()
-        a, b = minhash.candidate_pairs(sig, eligible, bands, rows_per_band, params.seed)
         # skip pairs whose signatures already rule out the threshold; the rest get the true Jaccard
         keep = minhash.plausible(
             minhash.estimated_similarity(sig, a, b), np.minimum(shingles[a], shingles[b]), params.threshold,

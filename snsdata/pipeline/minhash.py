@@ -7,7 +7,7 @@ Every function works on flat numpy arrays of a whole batch, never on one row at 
   high bits and the bin keeps its minimum, so the cost is one pass over the shingles instead of K passes; empty
   bins are filled by optimal densification (Shrivastava 2017), which keeps the per-bin collision probability
   equal to the Jaccard similarity;
-- LSH: band hashes are grouped with Polars (hash group-by), never Python dicts;
+- LSH: each band is bucketed by sorting packed (hash, row) integers, never with Python dicts;
 - verification: the true Jaccard of two shingle sets by a merge of sorted arrays;
 - clusters: connected components by vectorised label propagation, the smallest row index labelling each.
 """
@@ -17,7 +17,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import polars as pl
 
 from snsdata.pipeline.textnorm import SEPARATOR, CodePoints
 
@@ -213,16 +212,18 @@ def compact(sig: np.ndarray) -> np.ndarray:
     return sig.astype(np.uint16)
 
 
-def band_hash(sig: np.ndarray, band: int, rows_per_band: int, seed: int) -> np.ndarray:
-    """64-bit hash of one band of compact signatures; the band number is mixed in."""
-    mult, salt = _constants(seed ^ 0xBA4D ^ band, 2)
-    start = band * rows_per_band
-    acc = sig[:, start].astype(np.uint64)
-    for k in range(start + 1, start + rows_per_band):
+def band_hashes(sig: np.ndarray, bands: int, rows_per_band: int, seed: int) -> np.ndarray:
+    """One 64-bit hash per band of compact signatures, as bands x rows (each band contiguous for LSH);
+    the band number is mixed in through a per-band salt."""
+    n = sig.shape[0]
+    block = sig[:, : bands * rows_per_band].reshape(n, bands, rows_per_band).astype(np.uint64)
+    mult = _constants(seed ^ 0xBA4D, 1)[0]
+    acc = block[:, :, 0].copy()
+    for k in range(1, rows_per_band):
         acc *= mult
-        acc += sig[:, k]
-    acc ^= salt
-    return fmix64(acc)
+        acc += block[:, :, k]
+    acc += _constants(seed ^ 0x5A17, bands)[None, :]
+    return np.ascontiguousarray(fmix64(acc).T)
 
 
 def estimated_similarity(sig: np.ndarray, a: np.ndarray, b: np.ndarray, chunk: int = 65_536) -> np.ndarray:
@@ -261,37 +262,42 @@ def choose_bands(threshold: float, num_perm: int, min_recall: float = 0.995) -> 
     return best
 
 
-def candidate_pairs(sig: np.ndarray, row_ids: np.ndarray, bands: int, rows_per_band: int,
-                    seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Pairs (earlier, later) of rows sharing a band bucket, as indices into `row_ids` order.
+def candidate_pairs(bands: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Pairs (earlier, later) of rows (column indices of `bands`, bands x rows) sharing a band bucket.
 
-    Each member is paired with the bucket's earliest row and with the member just before it, so one stray
-    collision cannot hide a true pair. Buckets come from a Polars hash group-by, never Python dicts.
+    Each band is bucketed by one sort of (hash high bits | row index) packed in a uint64, so a bucket's rows
+    come out contiguous and in row order. Each member is paired with its bucket's earliest row and with the
+    member just before it, so one stray collision cannot hide a true pair. Truncating the hash to make room
+    for the row index only adds rare false candidates, which verification removes.
     """
+    rows = bands.shape[1]
+    index_bits = max(1, int(rows - 1).bit_length())
+    mask = np.uint64((1 << index_bits) - 1)
+    index = np.arange(rows, dtype=np.uint64)
     firsts: list[np.ndarray] = []
     seconds: list[np.ndarray] = []
-    index = np.arange(row_ids.size, dtype=np.int64)
-    for band in range(bands):
-        frame = pl.DataFrame({"h": band_hash(sig, band, rows_per_band, seed), "i": index})
-        shared = frame.filter(pl.col("h").is_duplicated()).sort("h", "i")
-        if shared.height == 0:
+    for hashes in bands:
+        packed = hashes >> np.uint64(index_bits)
+        packed <<= np.uint64(index_bits)
+        packed |= index
+        packed.sort()
+        bucket = packed >> np.uint64(index_bits)
+        same = bucket[1:] == bucket[:-1]  # same[i]: row i + 1 shares the bucket of row i
+        if not same.any():
             continue
-        linked = shared.with_columns(
-            pl.col("i").first().over("h").alias("first"), pl.col("i").shift(1).over("h").alias("prev")
-        )
-        for col in ("first", "prev"):
-            part = linked.filter(pl.col(col).is_not_null() & (pl.col(col) != pl.col("i")))
-            firsts.append(part[col].to_numpy())
-            seconds.append(part["i"].to_numpy())
+        members = (packed & mask).astype(np.int64)
+        opens = np.ones(rows, dtype=bool)
+        opens[1:] = ~same
+        first = members[np.maximum.accumulate(np.where(opens, np.arange(rows), 0))]
+        inner = np.flatnonzero(same) + 1
+        firsts += [first[inner], members[inner - 1]]
+        seconds += [members[inner], members[inner]]
     if not firsts:
         empty = np.zeros(0, dtype=np.int64)
         return empty, empty
-    pairs = (
-        pl.DataFrame({"a": np.concatenate(firsts).astype(np.int64), "b": np.concatenate(seconds).astype(np.int64)})
-        .unique()
-        .sort("a", "b")
-    )
-    return pairs["a"].to_numpy(), pairs["b"].to_numpy()
+    # one sorted, duplicate-free list of pairs: encode (a, b) in one int64 (row counts < 2**31)
+    pairs = np.unique(np.concatenate(firsts) << 31 | np.concatenate(seconds))
+    return pairs >> 31, pairs & ((1 << 31) - 1)
 
 
 @dataclass(frozen=True)
@@ -320,35 +326,37 @@ def shingle_sets(hashes: np.ndarray, counts: np.ndarray) -> ShingleSets:
     return ShingleSets(keys & _HASH_MASK, starts, lengths)
 
 
-def _pair_keys(sets: ShingleSets, rows: np.ndarray, pair_offset: int) -> tuple[np.ndarray, np.ndarray]:
-    """Shingles of rows[p] keyed by pair number p, sorted (pairs ascending, each row's set already sorted)."""
+def _pair_keys(sets: ShingleSets, rows: np.ndarray) -> np.ndarray:
+    """Shingles of rows[p], each keyed by its pair number p above the hash bits."""
     lengths = sets.lengths[rows]
-    total = int(lengths.sum())
-    first = np.zeros(rows.size, dtype=np.int64)
-    np.cumsum(lengths[:-1], out=first[1:])
-    take = np.arange(total, dtype=np.int64) + np.repeat(sets.starts[rows] - first, lengths)
-    pair = np.repeat(np.arange(pair_offset, pair_offset + rows.size, dtype=np.uint64), lengths)
-    return (pair << np.uint64(_HASH_BITS)) | sets.values[take], pair
+    first = np.cumsum(lengths) - lengths
+    take = np.arange(int(lengths.sum()), dtype=np.int64) + np.repeat(sets.starts[rows] - first, lengths)
+    pair = np.repeat(np.arange(rows.size, dtype=np.uint64), lengths)
+    pair <<= np.uint64(_HASH_BITS)
+    pair |= sets.values[take]
+    return pair
 
 
 def jaccard(sets: ShingleSets, a: np.ndarray, b: np.ndarray, chunk_elements: int = 2_000_000) -> np.ndarray:
-    """True Jaccard similarity of the shingle sets of rows a[p] and b[p], for every p."""
+    """True Jaccard similarity of the shingle sets of rows a[p] and b[p], for every p.
+
+    Both sets of a pair are distinct values, so after sorting the pair-keyed shingles of both sides together
+    every equal neighbour is one shared shingle.
+    """
     out = np.zeros(a.size, dtype=np.float64)
     sizes = sets.lengths[a] + sets.lengths[b]
     limit = 1 << (64 - _HASH_BITS)
+    bounds = np.cumsum(sizes)
     start = 0
     while start < a.size:
-        # chunk so the pair number fits beside the hash bits and the merge arrays stay small
-        reach = np.searchsorted(np.cumsum(sizes[start:]), chunk_elements, side="right")
-        stop = min(a.size, start + max(1, int(reach)), start + limit)
-        keys_a, pair_a = _pair_keys(sets, a[start:stop], 0)
-        keys_b, _ = _pair_keys(sets, b[start:stop], 0)
-        if keys_b.size:
-            pos = np.minimum(np.searchsorted(keys_b, keys_a), keys_b.size - 1)
-            hit = keys_b[pos] == keys_a
-            inter = np.bincount(pair_a[hit].astype(np.int64), minlength=stop - start)
-        else:
-            inter = np.zeros(stop - start, dtype=np.int64)
+        # chunk so the pair number fits beside the hash bits and the sort stays small
+        base = bounds[start - 1] if start else 0
+        stop = int(np.searchsorted(bounds, base + chunk_elements, side="right"))
+        stop = min(max(stop, start + 1), start + limit, a.size)
+        keys = np.concatenate([_pair_keys(sets, a[start:stop]), _pair_keys(sets, b[start:stop])])
+        keys.sort()
+        shared = keys[1:][keys[1:] == keys[:-1]] >> np.uint64(_HASH_BITS)
+        inter = np.bincount(shared.astype(np.int64), minlength=stop - start)
         union = sizes[start:stop] - inter
         out[start:stop] = np.divide(inter, union, out=np.ones(stop - start), where=union > 0)
         start = stop
