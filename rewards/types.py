@@ -59,6 +59,3 @@ class ScoreStats:
     @property
     def parse_rate(self) -> float:
         return 1.0 - self.parse_failures / self.samples if self.samples else 0.0
-
-    def as_dict(self) -> dict[str, float]:
-        return {**asdict(self), "mean_reward": self.mean_reward, "parse_rate": self.parse_rate}
