@@ -122,8 +122,8 @@ class Limits:
 
 
 class _Pool:
-    """A process pool, whether every worker has started (imported snsdata, built its scorers) and when it last
-    finished a chunk: a pool that is starting, or that finishes chunks, is slow rather than stuck."""
+    """A process pool, whether every worker has started (imported snsdata, built its scorers), and when it last
+    made progress: a pool that is starting, or that keeps finishing chunks, is slow rather than hung."""
 
     def __init__(self, context: Any, workers: int, specs: dict[str, Any], compat: str, score_fn: ScoreFn):
         self.workers = workers
@@ -131,26 +131,34 @@ class _Pool:
         self._started = context.Semaphore(0)
         self.pool = context.Pool(workers, _init_worker, (specs, compat, self._started, score_fn))
         self.ready = threading.Event()
-        self.last_done = time.monotonic()
+        self._lock = threading.Lock()
+        self._outstanding = 0
+        self._progress = time.monotonic()
 
     def wait_ready(self, timeout_s: float) -> bool:
         deadline = time.monotonic() + timeout_s
         for _ in range(self.workers):
             if not self._started.acquire(timeout=max(0.0, deadline - time.monotonic())):
                 return False
-        self.last_done = time.monotonic()
         self.ready.set()
         return True
 
     def submit(self, chunk: list[Item]) -> Any:
+        with self._lock:
+            if self._outstanding == 0:
+                self._progress = time.monotonic()  # idle until now: the clock starts with this chunk
+            self._outstanding += 1
         return self.pool.apply_async(self.score_fn, (chunk,), callback=self._done, error_callback=self._done)
 
     def _done(self, _: object) -> None:
-        self.last_done = time.monotonic()
+        with self._lock:
+            self._outstanding -= 1
+            self._progress = time.monotonic()
 
-    def stuck(self, after_s: float) -> bool:
-        """Started, yet not one chunk finished for `after_s`: every worker is hung on something."""
-        return self.ready.is_set() and time.monotonic() - self.last_done >= after_s
+    def hung(self, after_s: float) -> bool:
+        """Started and holding chunks, yet not one finished for `after_s`: every worker is stuck."""
+        with self._lock:
+            return self.ready.is_set() and self._outstanding > 0 and time.monotonic() - self._progress >= after_s
 
     def close(self) -> None:
         self.pool.terminate()
@@ -185,9 +193,14 @@ class RewardService:
         if not self._pool.wait_ready(startup_timeout_s):
             self._pool.close()
             raise RuntimeError(f"the scoring workers did not start within {startup_timeout_s:g} s")
+        self._closed = threading.Event()
+        threading.Thread(target=self._watch, name="snsdata-pool-watchdog", daemon=True).start()
 
     def close(self) -> None:
-        self._pool.close()
+        self._closed.set()
+        with self._lock:
+            pool = self._pool
+        pool.close()
 
     @property
     def pending(self) -> int:
@@ -249,7 +262,6 @@ class RewardService:
         while pending:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                self._recycle({pool for pool, _ in pending.values()})
                 raise RequestError(HTTPStatus.GATEWAY_TIMEOUT, f"scoring took longer than {self.limits.timeout_s:g}"
                                                                " s; the batch was abandoned")
             for index, (pool, result) in list(pending.items()):
@@ -260,25 +272,26 @@ class RewardService:
                         raise RequestError(HTTPStatus.INTERNAL_SERVER_ERROR,
                                            f"scoring failed: {type(exc).__name__}: {exc}") from None
                     del pending[index]
-                elif pool is not self._pool:  # a timed-out request replaced the pool this chunk was on
+                elif pool is not self._pool:  # the watchdog replaced the hung pool this chunk was on
                     pending[index] = self._submit(chunks[index])
             if pending:
                 next(iter(pending.values()))[1].wait(min(remaining, 0.05))
         return results
 
-    def _recycle(self, pools: set[_Pool]) -> None:
-        """Replace the current pool when it holds one of this request's unfinished chunks and has finished nothing
-        for a whole time limit. A pool that still finishes chunks is only overloaded; replacing it would throw
-        away every request's work in progress."""
-        with self._lock:
-            if self._pool not in pools or not self._pool.stuck(self.limits.timeout_s):
-                return
-            old, new = self._pool, _Pool(self._context, self.workers, self.specs, self.compat, self.score_fn)
-            self._pool = new
-            self.recycled += 1
-        log.warning("no chunk finished for %g s; worker pool replaced", self.limits.timeout_s)
-        threading.Thread(target=old.close, daemon=True).start()
-        threading.Thread(target=new.wait_ready, args=(self.limits.timeout_s * 10,), daemon=True).start()
+    def _watch(self) -> None:
+        """Replace the pool when it has held chunks for a whole time limit without finishing one. A pool that still
+        finishes chunks is only overloaded; replacing it would throw away every request's work in progress."""
+        interval = min(1.0, self.limits.timeout_s / 10)
+        while not self._closed.wait(interval):
+            with self._lock:
+                if not self._pool.hung(self.limits.timeout_s):
+                    continue
+                old = self._pool
+                new = self._pool = _Pool(self._context, self.workers, self.specs, self.compat, self.score_fn)
+                self.recycled += 1
+            log.warning("no chunk finished for %g s; worker pool replaced", self.limits.timeout_s)
+            threading.Thread(target=old.close, daemon=True).start()
+            new.wait_ready(max(60.0, self.limits.timeout_s * 10))
 
 
 # --- request parsing ----------------------------------------------------------------------------------------------

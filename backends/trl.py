@@ -278,8 +278,9 @@ def redone2_reward_funcs(build: str | Path, config: GRPOConfig, overlong_cache_t
     The penalty is linear from 0 to -1 over the last `overlong_cache_tokens` (default a fifth, the DAPO paper's
     4,096 of 20,480) before `config.max_completion_length`, and sums with the task reward.
     """
-    from snsdata.backends.trl_rewards import reward_funcs
     from trl.rewards import get_soft_overlong_punishment
+
+    from snsdata.backends.trl_rewards import reward_funcs
 
     max_len = config.max_completion_length
     cache = overlong_cache_tokens if overlong_cache_tokens is not None else max(1, max_len // 5)

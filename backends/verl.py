@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
+
 from snsdata.backends.trl import BuildError, build_format, read_specs, read_split, splits
 
 DATA_SOURCE_PREFIX = "snsdata/"
@@ -119,8 +120,8 @@ def _specs(path: str | None) -> dict[str, Any]:
 def _scorer(task_id: str, reward_json: str | None, specs_path: str | None) -> Any:
     """The task's Scorer, with the row's own reward declaration when it differs from the spec's."""
     from pydantic import TypeAdapter
-    from snsdata.rewards.scorer import Scorer
 
+    from snsdata.rewards.scorer import Scorer
     from snsdata.spec import RewardSpec
 
     key = (specs_path, task_id, reward_json)

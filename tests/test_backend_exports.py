@@ -193,5 +193,7 @@ def test_cli_export(tmp_path: Path) -> None:
     result = runner.invoke(app, ["export", "--build", str(sft), "--to", "llamafactory", "--out", str(tmp_path / "l")])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "l" / "dataset_info.json").is_file()
+    result = runner.invoke(app, ["export", "--build", str(rl), "--to", "openrlhf", "--out", str(tmp_path / "o")])
+    assert result.exit_code == 0 and (tmp_path / "o" / "train.jsonl").is_file(), result.output
     result = runner.invoke(app, ["export", "--build", str(sft), "--to", "verl", "--out", str(tmp_path / "x")])
     assert result.exit_code == 1 and "not an `rl` build" in result.output

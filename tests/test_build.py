@@ -301,3 +301,24 @@ def test_report_is_self_contained(builds) -> None:
         page = write_report(builds[name].out).read_text(encoding="utf-8")
         assert "Filter funnel" in page and "rows by capability" in page and "Lengths" in page
         assert "http://" not in page.replace('xmlns="http://www.w3.org/2000/svg"', "") and "https://" not in page
+
+
+def test_cpt_takes_raw_text_files_and_content_fields(catalogue, builds, tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    (root / "raw_text").mkdir(parents=True)
+    docs = [f"document {i}: a long enough general text line about cafes and trains" for i in range(30)]
+    (root / "raw_text" / "general.txt").write_text("\n".join([*docs, "", docs[0]]) + "\n", encoding="utf-8")
+    mixture = Mixture.model_validate({
+        "name": "m", "description": "d", "format": "cpt", "total": 40,
+        "components": [{"name": "corpus", "raw": {"paths": ["raw_text/general.txt", "raw_text/absent.txt"],
+                                                  "format": "txt"}, "share": 0.5},
+                       {"name": "general", "select": {"origin": "general"}, "share": 0.5}]})
+    result = build(mixture, data_root=root, out=tmp_path / "out", catalogue=catalogue)
+    check_arithmetic(result)
+    raw = result.train.filter(pl.col("task_id") == "raw_corpus")
+    assert raw.height == 20 and set(raw["capability"]) == {"raw_text"} and set(raw["text"]) <= set(docs)
+    assert result.manifest["tasks"]["raw_corpus"]["counts"]["read"] == 31  # the repeated line is its own record
+    assert any("absent.txt" in line for line in result.manifest["notes"])
+    sns = builds["cpt"].train.filter(pl.col("origin") == "sns")
+    texts = set(sns["text"])
+    assert texts and not any("Answer:" in t or "帖子：" in t for t in texts)  # content, not task instructions

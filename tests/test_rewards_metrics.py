@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import math
+import random
 
 import pytest
+from sacrebleu.metrics import BLEU, CHRF
 
-from snsdata.rewards.metrics import METRICS, run_metric
+from snsdata.rewards.metrics import METRICS, run_metric, sentence_scores
 from snsdata.rewards.patterns import IFEVAL_UNSUPPORTED, build_check, json_answer
 from snsdata.spec.reward import METRIC_PARAMS, MetricReward, PatternCheck, metric_params
 
@@ -61,6 +63,18 @@ def test_bleu_chrf_scales() -> None:
     assert score("chrf", ref, ref) == pytest.approx(1.0)
     assert score("chrf++", ref.lower(), ref, lowercase=True) == pytest.approx(1.0)
     assert score("chrf", "zzz", ref) < 0.1
+
+
+def test_batched_sentence_scores_equal_sacrebleu_sentence_score() -> None:
+    rng = random.Random(0)
+    words = ["the", "a", "hot", "pot", "is", "amazing", "火锅", "绝绝子", ",", ".", "!", "really", "我", "爱"]
+    golds = [" ".join(rng.choice(words) for _ in range(rng.randint(1, 12))) for _ in range(8)]
+    pairs = [(" ".join(rng.choice(words) for _ in range(rng.randint(1, 12))), rng.choice(golds)) for _ in range(60)]
+    makers = [lambda: BLEU(tokenize="13a", effective_order=True), lambda: BLEU(tokenize="zh", effective_order=True),
+              lambda: CHRF(), lambda: CHRF(word_order=2, beta=3, lowercase=True)]
+    for make in makers:
+        expected = [make().sentence_score(p, [g]).score / 100 for p, g in pairs]
+        assert sentence_scores(make(), [p for p, _ in pairs], [g for _, g in pairs]) == expected
 
 
 def test_rouge_family() -> None:

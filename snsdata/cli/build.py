@@ -49,7 +49,7 @@ def build_command(
     totals = result.manifest["totals"]
     console.print(f"{result.out}: {totals['train_rows']} train, {totals['eval_rows']} eval rows; "
                   f"{totals['rows_rejected']} rejected, {totals['rows_excluded']} excluded of {totals['rows_in']} "
-                  f"read", highlight=False)
+                  f"read", highlight=False, soft_wrap=True)
 
 
 @app.command("report")

@@ -7,10 +7,14 @@ later run the row-local ones per batch. A step never drops a row silently: every
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
+from typing import ClassVar, Literal
 
 import polars as pl
+from pydantic import BaseModel, ConfigDict
 
 from snsdata.frames import REJECT_SCHEMA
 
@@ -72,11 +76,13 @@ def split_by_reason(frame: pl.LazyFrame, reason: pl.Expr, step: str) -> StepResu
     return StepResult(kept, rejected)
 
 
-def first_reason(reasons: list[pl.Expr]) -> pl.Expr:
-    """The first non-null reason among several checks, so a row is rejected for the first rule it breaks."""
-    if len(reasons) == 1:
-        return reasons[0]
-    return pl.coalesce(reasons)
+def first_reason(reasons: list[pl.Expr | None]) -> pl.Expr:
+    """The first non-null reason among several checks (None = check switched off), so a row is rejected for
+    the first rule it breaks."""
+    active = [reason for reason in reasons if reason is not None]
+    if not active:
+        return pl.lit(None, dtype=pl.String)
+    return active[0] if len(active) == 1 else pl.coalesce(active)
 
 
 def to_rejects(rejected: pl.LazyFrame, source: str) -> pl.LazyFrame:
@@ -95,3 +101,32 @@ def to_rejects(rejected: pl.LazyFrame, source: str) -> pl.LazyFrame:
         pl.col(DUPLICATE_OF).cast(pl.String).alias("duplicate_of"),
         row.alias("row"),
     ).cast(REJECT_SCHEMA)
+
+
+class StepConfig(BaseModel, ABC):
+    """A step as declared in YAML: `step` names it, the other keys are its parameters (unknown keys fail).
+
+    `scope` says how the runner may execute it: "row" steps judge each row alone and run batch by batch;
+    "global" steps (dedup) need the whole input at once.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    step: str
+    scope: ClassVar[Literal["row", "global"]] = "row"
+
+    @abstractmethod
+    def build(self, text_column: str) -> Step:
+        """The step function for frames whose text is in `text_column`."""
+
+
+class RuleConfig(StepConfig):
+    """A rule filter: one Polars expression giving a reason (String) for rows to drop, null for rows to keep."""
+
+    @abstractmethod
+    def reason(self, text: pl.Expr) -> pl.Expr:
+        """Reason to drop the row, or null; `text` is never null here (null text is rejected first)."""
+
+    def build(self, text_column: str) -> Step:
+        reason = first_reason([null_text_reason(text_column), self.reason(pl.col(text_column))])
+        return partial(split_by_reason, reason=reason, step=self.step)

@@ -14,13 +14,14 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
-from typing import TypeVar
+from typing import ClassVar, Literal, TypeVar
 
 import numpy as np
 import polars as pl
+from pydantic import Field, model_validator
 
 from snsdata.pipeline import minhash
-from snsdata.pipeline.base import DUPLICATE_OF, REASON, STEP, StepResult, id_expr, with_row_ids
+from snsdata.pipeline.base import DUPLICATE_OF, REASON, STEP, Step, StepConfig, StepResult, id_expr, with_row_ids
 from snsdata.pipeline.textnorm import CodePoints, codepoints, row_digests
 
 Progress = Callable[[int], None]
@@ -146,6 +147,27 @@ def _shingle_sets(frame: pl.LazyFrame, column: str, rows: np.ndarray, params: Ne
     return minhash.ShingleSets(np.concatenate([part.values for part in parts]), starts, lengths)
 
 
+def _near_pairs(hashed: list[_Hashed], eligible: np.ndarray, params: NearParams) -> tuple[np.ndarray, np.ndarray]:
+    """Candidate pairs (earlier, later) among eligible rows worth a true-Jaccard check."""
+    band_table = np.concatenate([h.bands for h in hashed if h.bands is not None], axis=1)
+    # rows that take no part (empty, exact copies) get bucket keys no other row has
+    outside = np.flatnonzero(~eligible).astype(np.uint64)
+    band_table[:, ~eligible] = minhash.fmix64(outside | np.uint64(1 << 63))
+    a, b = minhash.candidate_pairs(band_table)
+    del band_table
+    inside = eligible[a] & eligible[b]
+    a, b = a[inside], b[inside]
+    sig = np.concatenate([h.sig for h in hashed if h.sig is not None])
+    shingles = np.concatenate([h.shingles for h in hashed if h.shingles is not None])
+    bands, rows_per_band = params.banding()
+    # skip pairs whose signatures already rule out the threshold; the rest get the true Jaccard
+    keep = minhash.plausible(
+        minhash.estimated_similarity(sig, a, b), np.minimum(shingles[a], shingles[b]), params.threshold,
+        bands * rows_per_band,
+    )
+    return a[keep], b[keep]
+
+
 def find_duplicates(
     frame: pl.LazyFrame,
     text_column: str,
@@ -180,21 +202,8 @@ def find_duplicates(
     rep = positions.copy()  # final kept row of every row's cluster
     similarity = np.ones(positions.size)
     if near and positions.size:
-        eligible = np.flatnonzero(has_text & ~is_exact)
-        band_table = np.concatenate([h.bands for h in hashed if h.bands is not None], axis=1)[:, eligible]
-        a, b = minhash.candidate_pairs(band_table)
-        del band_table
-        sig = np.concatenate([h.sig for h in hashed if h.sig is not None])[eligible]
-        shingles = np.concatenate([h.shingles for h in hashed if h.shingles is not None])[eligible]
+        a, b = _near_pairs(hashed, has_text & ~is_exact, params)
         del hashed
-        bands, rows_per_band = params.banding()
-        # skip pairs whose signatures already rule out the threshold; the rest get the true Jaccard
-        keep = minhash.plausible(
-            minhash.estimated_similarity(sig, a, b), np.minimum(shingles[a], shingles[b]), params.threshold,
-            bands * rows_per_band,
-        )
-        a, b = eligible[a[keep]], eligible[b[keep]]
-        del sig
         if a.size:
             rows = np.unique(np.concatenate([a, b]))
             sets = _shingle_sets(frame, text_column, rows, params, batch_size, workers)
@@ -215,10 +224,14 @@ def find_duplicates(
 
 
 def dedup_step(frame: pl.LazyFrame, text_column: str, *, near: bool, params: NearParams, batch_size: int = 10_000,
-               step: str = "dedup", progress: Progress | None = None) -> StepResult:
-    """Dedup as a pipeline step: kept rows in input order; rejected rows name the kept row's id."""
+               workers: int = 2, step: str = "dedup", progress: Progress | None = None) -> StepResult:
+    """Dedup as a pipeline step: kept rows in input order; rejected rows name the kept row's id.
+
+    `frame` is scanned several times (a Parquet scan is ideal); the returned frames are lazy filters of it.
+    """
     frame = with_row_ids(frame)
-    dups = find_duplicates(frame, text_column, near=near, params=params, batch_size=batch_size, progress=progress)
+    dups = find_duplicates(frame, text_column, near=near, params=params, batch_size=batch_size, workers=workers,
+                           progress=progress)
     schema = frame.collect_schema()
     removed = pl.LazyFrame(
         {
@@ -239,4 +252,51 @@ def dedup_step(frame: pl.LazyFrame, text_column: str, *, near: bool, params: Nea
     return StepResult(kept, rejected)
 
 
-__all__ = ["Duplicates", "NearParams", "dedup_step", "find_duplicates"]
+
+
+class ExactDedup(StepConfig):
+    """Drop rows whose normalised text (NFKC, casefold, whitespace collapsed) equals an earlier row's."""
+
+    step: Literal["exact_dedup"] = "exact_dedup"
+    scope: ClassVar[Literal["row", "global"]] = "global"
+    batch_size: int = Field(default=10_000, ge=1)
+
+    def build(self, text_column: str) -> Step:
+        return partial(dedup_step, text_column=text_column, near=False, params=NearParams(),
+                       batch_size=self.batch_size, step=self.step)
+
+
+class NearDedup(StepConfig):
+    """Drop exact and near duplicates (MinHash LSH, verified Jaccard >= threshold); clusters keep their
+    earliest row."""
+
+    step: Literal["near_dedup"] = "near_dedup"
+    scope: ClassVar[Literal["row", "global"]] = "global"
+    threshold: float = Field(default=0.8, gt=0, le=1)
+    ngram: int = Field(default=5, ge=1)
+    word_ngrams: bool = False
+    num_perm: int = Field(default=128, ge=8, le=1024)
+    bands: int | None = Field(default=None, ge=1)
+    rows: int | None = Field(default=None, ge=1)
+    seed: int = 0
+    batch_size: int = Field(default=10_000, ge=1)
+    workers: int = Field(default=2, ge=1)
+
+    @model_validator(mode="after")
+    def _banding(self) -> NearDedup:
+        if (self.bands is None) != (self.rows is None):
+            raise ValueError("give both bands and rows, or neither (then they are chosen for the threshold)")
+        if self.bands and self.rows and self.bands * self.rows > self.num_perm:
+            raise ValueError(f"bands x rows = {self.bands * self.rows} exceeds num_perm = {self.num_perm}")
+        return self
+
+    def params(self) -> NearParams:
+        return NearParams(self.threshold, self.ngram, self.word_ngrams, self.num_perm, self.bands, self.rows,
+                          self.seed)
+
+    def build(self, text_column: str) -> Step:
+        return partial(dedup_step, text_column=text_column, near=True, params=self.params(),
+                       batch_size=self.batch_size, workers=self.workers, step=self.step)
+
+
+DEDUP_STEPS: tuple[type[StepConfig], ...] = (ExactDedup, NearDedup)

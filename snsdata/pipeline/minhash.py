@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from snsdata.pipeline.textnorm import SEPARATOR, CodePoints
+from snsdata.pipeline.textnorm import SEPARATOR, CodePoints, word_characters
 
 _U64_MAX = np.uint64(np.iinfo(np.uint64).max)
 _C1 = np.uint64(0xFF51AFD7ED558CCD)
@@ -85,14 +85,21 @@ def _is_cjk(cp: np.ndarray) -> np.ndarray:
     )
 
 
-def word_units(cps: CodePoints, seed: int) -> Units:
+def word_units(cps: CodePoints, seed: int, cjk_words: bool = True, letters_only: bool = False) -> Units:
     """Word tokens as shingle units: runs of non-space characters, each CJK character a token of its own.
 
+    `cjk_words=False` leaves CJK characters out (n-grams of the other words only); `letters_only` splits
+    words at anything but letters, marks and digits, so "here," and "here" are one word.
     A token's unit is a polynomial hash of its code points, summed with `np.add.at` over token ids.
     """
     cp = cps.cp
-    gap = (cp == 0x20) | (cp == SEPARATOR)
     cjk = _is_cjk(cp)
+    gap = (cp == 0x20) | (cp == SEPARATOR)
+    if letters_only:
+        gap |= ~word_characters()[np.minimum(cp, SEPARATOR - 1)]
+    if not cjk_words:
+        gap |= cjk
+        cjk = np.zeros(cp.size, dtype=bool)
     prev_gap = np.ones(cp.size, dtype=bool)
     prev_gap[1:] = gap[:-1]
     prev_cjk = np.zeros(cp.size, dtype=bool)
@@ -115,6 +122,16 @@ def word_units(cps: CodePoints, seed: int) -> Units:
     starts = np.zeros(lengths.size, dtype=np.int64)
     np.cumsum(lengths[:-1] + 1, out=starts[1:])
     return Units(values, starts, lengths.astype(np.int64))
+
+
+def cjk_units(cps: CodePoints) -> Units:
+    """The CJK characters of each row, everything else left out, as shingle units."""
+    keep = _is_cjk(cps.cp) | (cps.cp == SEPARATOR)
+    cp = cps.cp[keep]
+    seps = np.flatnonzero(cp == SEPARATOR)
+    starts = np.zeros(seps.size, dtype=np.int64)
+    starts[1:] = seps[:-1] + 1
+    return Units(cp.astype(np.uint64), starts, seps - starts)
 
 
 def shingle_hashes(units: Units, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

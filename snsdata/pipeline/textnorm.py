@@ -82,6 +82,15 @@ def _tables() -> _Tables:
     return _Tables(image, flags, width, tail_offset, np.asarray(tails, dtype=np.uint32))
 
 
+@functools.cache
+def word_characters() -> np.ndarray:
+    """Per code point: is it a letter, mark or digit (Unicode categories L*, M*, N*)."""
+    table = np.zeros(_UNICODE_SIZE, dtype=bool)
+    table[[c for c in range(_TABLE_LIMIT) if unicodedata.category(chr(c))[0] in "LMN"]] = True
+    table[_TABLE_LIMIT:] = True  # beyond the table: ideographs of the later CJK extensions, treated as letters
+    return table
+
+
 def normalize_text(text: str) -> str:
     """The exact normalisation the tables implement: NFKC, casefold, whitespace runs to one space, trimmed."""
     return " ".join(unicodedata.normalize("NFKC", text).casefold().split())

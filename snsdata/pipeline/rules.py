@@ -1,0 +1,321 @@
+"""Rule filters as Polars expressions: length, markup, repetition (Gopher), character shares, SNS rules.
+
+Every rule is a `RuleConfig`: its `reason` expression is null for rows it keeps and a short, readable reason for
+rows it drops (`"url_share 0.62 > 0.30"`), so one pass over the column decides and explains.
+Shares are measured against the non-whitespace characters of the text.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar, Literal
+
+import polars as pl
+from pydantic import Field, model_validator
+
+from snsdata.pipeline.base import RuleConfig, first_reason
+
+# Scripts written without spaces: each character counts as a word.
+CJK = r"\p{Han}\p{Hiragana}\p{Katakana}\p{Hangul}"
+WORD = rf"[{CJK}]|[^\s{CJK}]+"
+URL = r"(?:https?://|www\.)\S+"
+HASHTAG = r"#[^\s#]+#?"  # "#tag" and Weibo's "#话题#"
+MENTION = r"@[\w.\-]+"
+STICKER = r"\[[^\[\]\s]{1,12}\]"  # "[笑哭R]", "[doge]": sticker codes of Xiaohongshu / Weibo
+EMOJI = r"[\p{Extended_Pictographic}\x{FE0F}\x{200D}\x{20E3}\x{1F3FB}-\x{1F3FF}]"
+SYMBOL = r"[\p{P}\p{Sm}\p{Sc}\p{Sk}\p{So}--[\p{Extended_Pictographic}\x{1F3FB}-\x{1F3FF}]]"
+HTML_TAG = r"</?[A-Za-z!][^<>]{0,500}>"
+HTML_ENTITY = r"&(?:[A-Za-z]{2,10}|#\d{1,7}|#[xX][0-9A-Fa-f]{1,6});"
+
+
+def visible_chars(text: pl.Expr) -> pl.Expr:
+    """Characters that are not whitespace."""
+    return text.str.len_chars() - text.str.count_matches(r"\s")
+
+
+def covered_chars(text: pl.Expr, pattern: str) -> pl.Expr:
+    """Characters inside matches of `pattern`, whitespace excluded (one regex replace, no lists)."""
+    return visible_chars(text) - visible_chars(text.str.replace_all(pattern, ""))
+
+
+def share(part: pl.Expr, whole: pl.Expr) -> pl.Expr:
+    """part / whole, 0 for an empty whole."""
+    return pl.when(whole > 0).then(part / whole).otherwise(0.0)
+
+
+def above(name: str, value: pl.Expr, limit: float | None) -> pl.Expr | None:
+    """Reason when value > limit (None when the check is off)."""
+    if limit is None:
+        return None
+    return pl.when(value > limit).then(pl.format(f"{name} {{}} > {limit:.2f}", value.round(2)))
+
+
+def below(name: str, value: pl.Expr, limit: float | None) -> pl.Expr | None:
+    """Reason when value < limit (None when the check is off)."""
+    if limit is None:
+        return None
+    return pl.when(value < limit).then(pl.format(f"{name} {{}} < {limit:.2f}", value.round(2)))
+
+
+def count_above(name: str, value: pl.Expr, limit: int | None) -> pl.Expr | None:
+    """Reason when a count exceeds limit."""
+    if limit is None:
+        return None
+    return pl.when(value > limit).then(pl.format(f"{name} {{}} > {limit}", value))
+
+
+def count_below(name: str, value: pl.Expr, limit: int | None) -> pl.Expr | None:
+    """Reason when a count is under limit."""
+    if limit is None:
+        return None
+    return pl.when(value < limit).then(pl.format(f"{name} {{}} < {limit}", value))
+
+
+class Length(RuleConfig):
+    """Bounds on characters (whitespace excluded) and words (a CJK character counts as a word)."""
+
+    step: Literal["length"] = "length"
+    min_chars: int | None = Field(default=5, ge=0)
+    max_chars: int | None = Field(default=100_000, ge=1)
+    min_words: int | None = Field(default=None, ge=0)
+    max_words: int | None = Field(default=None, ge=1)
+
+    def reason(self, text: pl.Expr) -> pl.Expr:
+        chars = visible_chars(text)
+        words = text.str.count_matches(WORD)
+        return first_reason([
+            count_below("chars", chars, self.min_chars),
+            count_above("chars", chars, self.max_chars),
+            count_below("words", words, self.min_words),
+            count_above("words", words, self.max_words),
+        ])
+
+
+class Html(RuleConfig):
+    """Markup left over from scraping: share of characters inside HTML tags and entities."""
+
+    step: Literal["html"] = "html"
+    max_tag_share: float | None = Field(default=0.2, ge=0, le=1)
+    max_entity_share: float | None = Field(default=0.1, ge=0, le=1)
+
+    def reason(self, text: pl.Expr) -> pl.Expr:
+        chars = visible_chars(text)
+        return first_reason([
+            above("html_tag_share", share(covered_chars(text, HTML_TAG), chars), self.max_tag_share),
+            above("html_entity_share", share(covered_chars(text, HTML_ENTITY), chars), self.max_entity_share),
+        ])
+
+
+def _tokens(text: pl.Expr) -> pl.Expr:
+    """Words as a list, each CJK character a word of its own."""
+    return text.str.extract_all(WORD)
+
+
+def _ngrams(n: int) -> pl.Expr:
+    """Inside list.eval: the n-grams of the list's words, joined by a space (nulls past the end dropped)."""
+    return pl.concat_str([pl.element().shift(-k) for k in range(n)], separator=" ").drop_nulls()
+
+
+def _top_ngram_share(tokens: pl.Expr, n: int, word_chars: pl.Expr) -> pl.Expr:
+    """Gopher: characters of the most frequent n-gram times its count (if repeated) over all word characters,
+    capped at 1 (overlapping occurrences can count a character twice)."""
+    top = tokens.list.eval(_ngrams(n).alias("gram").value_counts(sort=True).first()).list.first()
+    count = top.struct.field("count")
+    chars = top.struct.field("gram").str.len_chars() - (n - 1)  # the joining spaces are not text
+    return share(pl.when(count > 1).then(count * chars).otherwise(0), word_chars).clip(upper_bound=1.0)
+
+
+def _dup_ngram_share(tokens: pl.Expr, n: int, word_chars: pl.Expr) -> pl.Expr:
+    """Gopher: characters of words covered by any n-gram that occurs more than once, over all word chars."""
+    dup_start = pl.concat_str([pl.element().shift(-k) for k in range(n)], separator=" ").is_duplicated()
+    dup_start = dup_start & pl.element().shift(-(n - 1)).is_not_null()
+    covered = dup_start.cast(pl.Int8).rolling_max(window_size=n, min_samples=1).fill_null(0)
+    covered_chars = tokens.list.eval((covered * pl.element().str.len_chars()).sum()).list.first()
+    return share(covered_chars, word_chars)
+
+
+class Repetition(RuleConfig):
+    """Gopher-style repetition (Rae et al. 2021): duplicate lines, the top n-gram's character share, and the
+    share of characters in duplicated n-grams. Words are whitespace tokens, CJK characters one word each."""
+
+    step: Literal["repetition"] = "repetition"
+    max_dup_line_frac: float | None = Field(default=0.30, ge=0, le=1)
+    max_dup_line_char_frac: float | None = Field(default=0.20, ge=0, le=1)
+    max_top_ngram_share: dict[int, float] = Field(default_factory=lambda: {2: 0.20, 3: 0.18, 4: 0.16})
+    max_dup_ngram_share: dict[int, float] = Field(
+        default_factory=lambda: {5: 0.15, 6: 0.14, 7: 0.13, 8: 0.12, 9: 0.11, 10: 0.10}
+    )
+
+    @model_validator(mode="after")
+    def _sizes(self) -> Repetition:
+        for size in (*self.max_top_ngram_share, *self.max_dup_ngram_share):
+            if size < 1:
+                raise ValueError(f"n-gram size must be >= 1, got {size}")
+        return self
+
+    def reason(self, text: pl.Expr) -> pl.Expr:
+        lines = text.str.split("\n").list.eval(pl.element().str.strip_chars().filter(pl.element() != ""))
+        n_lines = lines.list.len()
+        dup_lines = n_lines - lines.list.n_unique()
+        line_chars = lines.list.eval(pl.element().str.len_chars().sum()).list.first()
+        dup_line_chars = lines.list.eval(
+            pl.element().str.len_chars().filter(~pl.element().is_first_distinct()).sum()
+        ).list.first()
+        tokens = _tokens(text)
+        word_chars = tokens.list.eval(pl.element().str.len_chars().sum()).list.first()
+        checks = [
+            above("dup_line_frac", share(dup_lines, n_lines), self.max_dup_line_frac),
+            above("dup_line_char_frac", share(dup_line_chars, line_chars), self.max_dup_line_char_frac),
+        ]
+        for n, limit in sorted(self.max_top_ngram_share.items()):
+            checks.append(above(f"top_{n}gram_share", _top_ngram_share(tokens, n, word_chars), limit))
+        for n, limit in sorted(self.max_dup_ngram_share.items()):
+            checks.append(above(f"dup_{n}gram_share", _dup_ngram_share(tokens, n, word_chars), limit))
+        return first_reason(checks)
+
+
+class _Share(RuleConfig):
+    """Share of visible characters matched by one pattern, bounded above by `max`."""
+
+    pattern: ClassVar[str]
+    metric: ClassVar[str]
+    max: float
+
+    def reason(self, text: pl.Expr) -> pl.Expr:
+        value = share(covered_chars(text, self.pattern), visible_chars(text))
+        return first_reason([above(self.metric, value, self.max)])
+
+
+class UrlShare(_Share):
+    """Link dumps: share of characters inside URLs."""
+
+    step: Literal["url_share"] = "url_share"
+    max: float = Field(default=0.3, ge=0, le=1)
+    pattern = URL
+    metric = "url_share"
+
+
+class HashtagShare(_Share):
+    """Hashtag spam: share of characters inside hashtags (#tag and #话题#)."""
+
+    step: Literal["hashtag_share"] = "hashtag_share"
+    max: float = Field(default=0.5, ge=0, le=1)
+    pattern = HASHTAG
+    metric = "hashtag_share"
+
+
+class MentionShare(_Share):
+    """Mention chains: share of characters inside @mentions."""
+
+    step: Literal["mention_share"] = "mention_share"
+    max: float = Field(default=0.5, ge=0, le=1)
+    pattern = MENTION
+    metric = "mention_share"
+
+
+class EmojiShare(_Share):
+    """Emoji floods: share of emoji characters (with their modifiers and joiners)."""
+
+    step: Literal["emoji_share"] = "emoji_share"
+    max: float = Field(default=0.5, ge=0, le=1)
+    pattern = EMOJI
+    metric = "emoji_share"
+
+
+class SymbolShare(_Share):
+    """Punctuation and symbol noise (emoji excluded): share of such characters."""
+
+    step: Literal["symbol_share"] = "symbol_share"
+    max: float = Field(default=0.4, ge=0, le=1)
+    pattern = SYMBOL
+    metric = "symbol_share"
+
+
+class StickerShare(_Share):
+    """Sticker-code posts: share of characters inside `[xx R]`-style sticker codes."""
+
+    step: Literal["sticker_share"] = "sticker_share"
+    max: float = Field(default=0.5, ge=0, le=1)
+    pattern = STICKER
+    metric = "sticker_share"
+
+
+class CjkShare(RuleConfig):
+    """Chinese sources should be mostly Chinese: minimum share of CJK characters.
+
+    With `lang_column`, only rows whose value there is in `lang_values` are checked; others pass.
+    """
+
+    step: Literal["cjk_share"] = "cjk_share"
+    min: float = Field(default=0.3, ge=0, le=1)
+    lang_column: str | None = None
+    lang_values: list[str] = Field(default_factory=lambda: ["zh"])
+
+    def reason(self, text: pl.Expr) -> pl.Expr:
+        value = share(text.str.count_matches(rf"[{CJK}]"), visible_chars(text))
+        check = below("cjk_share", value, self.min)
+        if self.lang_column is None:
+            return check
+        return pl.when(pl.col(self.lang_column).is_in(self.lang_values)).then(check)
+
+
+class BlockWords(RuleConfig):
+    """Drop rows containing any listed word or phrase (substring match)."""
+
+    step: Literal["block_words"] = "block_words"
+    words: list[str] = Field(min_length=1)
+    ignore_case: bool = True
+
+    def reason(self, text: pl.Expr) -> pl.Expr:
+        words = [w.lower() for w in self.words] if self.ignore_case else self.words
+        haystack = text.str.to_lowercase() if self.ignore_case else text
+        hit = haystack.str.extract_many(words).list.first()
+        return pl.when(hit.is_not_null()).then(pl.format("block word '{}'", hit))
+
+
+class DistinctChars(RuleConfig):
+    """Too few different characters to be language ("....", "aaaa bbbb")."""
+
+    step: Literal["distinct_chars"] = "distinct_chars"
+    min: int = Field(default=4, ge=1)
+
+    def reason(self, text: pl.Expr) -> pl.Expr:
+        distinct = text.str.replace_all(r"\s", "").str.split("").list.n_unique()
+        return first_reason([count_below("distinct_chars", distinct, self.min)])
+
+
+class CharFlood(RuleConfig):
+    """Repeated-character floods ("哈哈哈哈哈哈哈哈", "!!!!!!!!"): share of visible characters in runs of one
+    character at least `min_run` long."""
+
+    step: Literal["char_flood"] = "char_flood"
+    min_run: int = Field(default=6, ge=2)
+    max_share: float = Field(default=0.5, ge=0, le=1)
+
+    def reason(self, text: pl.Expr) -> pl.Expr:
+        runs = text.str.replace_all(r"\s", "").str.split("").list.eval(pl.element().rle().struct.field("len"))
+        flooded = runs.list.eval(pl.element().filter(pl.element() >= self.min_run).sum()).list.first()
+        value = share(flooded.fill_null(0), visible_chars(text))
+        return first_reason([above(f"char_flood(run>={self.min_run})", value, self.max_share)])
+
+
+class TagsOnly(RuleConfig):
+    """Posts that are only hashtags, mentions, links, stickers, emoji and punctuation: fewer than
+    `min_content_chars` characters remain once those are removed."""
+
+    step: Literal["tags_only"] = "tags_only"
+    min_content_chars: int = Field(default=2, ge=1)
+
+    def reason(self, text: pl.Expr) -> pl.Expr:
+        rest = text
+        for pattern in (URL, HASHTAG, MENTION, STICKER, EMOJI, SYMBOL):
+            rest = rest.str.replace_all(pattern, "")
+        content = visible_chars(rest)
+        return pl.when(content < self.min_content_chars).then(
+            pl.format(f"content_chars {{}} < {self.min_content_chars} (only tags, mentions, links, emoji)", content)
+        )
+
+
+RULES: tuple[type[RuleConfig], ...] = (
+    Length, Html, Repetition, UrlShare, HashtagShare, MentionShare, EmojiShare, SymbolShare, StickerShare,
+    CjkShare, BlockWords, DistinctChars, CharFlood, TagsOnly,
+)

@@ -1,0 +1,220 @@
+"""The local runner: steps in order, rows counted in and out of every step, every dropped row kept.
+
+Consecutive row-local steps run batch by batch (memory stays flat however long the input); a global step
+(dedup) gets its whole input as a Parquet scan (spilled to a temporary directory when it is not one already),
+then the kept rows stream on. After every step the runner checks rows in = kept + rejected.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import polars as pl
+
+from snsdata.frames import REJECT_SCHEMA, empty_rejects
+from snsdata.pipeline.base import ROW, StepConfig, to_rejects, user_columns, with_row_ids
+from snsdata.pipeline.config import PipelineConfig, parse_steps
+from snsdata.pipeline.io import BatchWriter
+
+Sink = Callable[[pl.DataFrame], None]
+Progress = Callable[[int], None]
+
+
+@dataclass
+class StepCount:
+    """Rows into one step, and how many it kept and rejected."""
+
+    step: str
+    rows_in: int = 0
+    kept: int = 0
+    rejected: int = 0
+
+
+class PipelineResult(NamedTuple):
+    """kept rows (input columns, input order), rejects (REJECT_SCHEMA), per-step counts."""
+
+    kept: pl.DataFrame
+    rejects: pl.DataFrame
+    counts: list[StepCount]
+
+
+def _configs(steps: PipelineConfig | Sequence[StepConfig | dict[str, Any]],
+             text_column: str | None) -> tuple[list[StepConfig], str]:
+    if isinstance(steps, PipelineConfig):
+        return list(steps.steps), text_column or steps.text_column
+    return parse_steps(steps), text_column or "text"
+
+
+def _stages(configs: list[StepConfig]) -> list[list[int]]:
+    """Step indices grouped into runs of row-local steps; each global step is a stage of its own."""
+    stages: list[list[int]] = []
+    for index, config in enumerate(configs):
+        if config.scope == "row" and stages and configs[stages[-1][0]].scope == "row":
+            stages[-1].append(index)
+        else:
+            stages.append([index])
+    return stages
+
+
+def _batches(frame: pl.LazyFrame, batch_size: int) -> Iterator[pl.DataFrame]:
+    for batch in frame.collect_batches(chunk_size=batch_size):
+        if batch.height:
+            yield batch
+
+
+def _check(count: StepCount) -> None:
+    if count.rows_in != count.kept + count.rejected:
+        raise RuntimeError(f"step {count.step!r} lost rows: {count.rows_in} in, {count.kept} kept, "
+                           f"{count.rejected} rejected")
+
+
+class _Run:
+    """One execution: the steps, where kept rows and rejects go, and the counts."""
+
+    def __init__(self, configs: list[StepConfig], text_column: str, on_kept: Sink, on_rejects: Sink,
+                 batch_size: int, source: str, progress: Progress | None):
+        self.configs = configs
+        self.steps = [config.build(text_column) for config in configs]
+        self.counts = [StepCount(config.step) for config in configs]
+        self.on_kept = on_kept
+        self.on_rejects = on_rejects
+        self.batch_size = batch_size
+        self.source = source
+        self.progress = progress
+
+    def _reject(self, index: int, rejects: pl.DataFrame) -> None:
+        self.counts[index].rejected += rejects.height
+        if rejects.height:
+            self.on_rejects(rejects)
+
+    def row_stage(self, indices: list[int], frame: pl.LazyFrame, out: Sink, report: bool) -> None:
+        """Row-local steps over each batch in turn; kept rows of the last one go to `out`."""
+        for batch in _batches(frame, self.batch_size):
+            current = batch
+            for index in indices:
+                result = self.steps[index](current.lazy())
+                kept, rejects = pl.collect_all([result.kept, to_rejects(result.rejected, self.source)])
+                count = self.counts[index]
+                count.rows_in += current.height
+                count.kept += kept.height
+                self._reject(index, rejects)
+                current = kept
+            if current.height:
+                out(current)
+            if report and self.progress:
+                self.progress(batch.height)
+        for index in indices:
+            _check(self.counts[index])
+
+    def global_stage(self, index: int, frame: pl.LazyFrame, rows_in: int, out: Sink) -> None:
+        """A whole-input step; its kept rows stream to `out` batch by batch."""
+        count = self.counts[index]
+        count.rows_in = rows_in
+        result = self.steps[index](frame)
+        for rejects in _batches(to_rejects(result.rejected, self.source), self.batch_size):
+            self._reject(index, rejects)
+        for kept in _batches(result.kept, self.batch_size):
+            count.kept += kept.height
+            out(kept)
+        _check(count)
+
+
+class _Spill:
+    """Batches written as numbered Parquet parts in a folder, read back as one scan in order."""
+
+    def __init__(self, folder: Path):
+        folder.mkdir()
+        self.folder = folder
+        self.rows = 0
+        self.parts = 0
+        self.schema: pl.Schema | None = None
+
+    def write(self, batch: pl.DataFrame) -> None:
+        batch.write_parquet(self.folder / f"part-{self.parts:08d}.parquet")
+        self.parts += 1
+        self.rows += batch.height
+        self.schema = self.schema or batch.schema
+
+    def scan(self, fallback: pl.Schema) -> pl.LazyFrame:
+        if not self.parts:
+            return pl.LazyFrame(schema=fallback)
+        return pl.scan_parquet([self.folder / f"part-{i:08d}.parquet" for i in range(self.parts)])
+
+
+def execute(frame: pl.LazyFrame, configs: list[StepConfig], text_column: str, on_kept: Sink, on_rejects: Sink, *,
+            batch_size: int = 100_000, source: str = "pipeline", rescannable: bool = False,
+            progress: Progress | None = None) -> list[StepCount]:
+    """Run the steps over `frame`, handing kept batches (input columns only) and reject batches to the sinks.
+
+    `rescannable` says `frame` is cheap to read several times (a Parquet scan); otherwise the input of a
+    global first step is spilled to Parquet first. `progress` hears the input rows as they are read.
+    """
+    frame = with_row_ids(frame)
+    schema = frame.collect_schema()
+    columns = user_columns(schema)
+    if text_column not in columns:
+        raise ValueError(f"no column {text_column!r} in the input (columns: {', '.join(columns)})")
+    run = _Run(configs, text_column, on_kept, on_rejects, batch_size, source, progress)
+
+    def emit(batch: pl.DataFrame) -> None:
+        on_kept(batch.select(columns))
+
+    stages = _stages(configs) or [[]]
+    with tempfile.TemporaryDirectory(prefix="snsdata-pipeline-") as tmp:
+        current, rows, report = frame, None, True
+        for number, indices in enumerate(stages):
+            last = number == len(stages) - 1
+            is_global = bool(indices) and configs[indices[0]].scope == "global"
+            if is_global and rows is None and not rescannable:
+                spill = _Spill(Path(tmp) / f"input-{number}")
+                run.row_stage([], current, spill.write, report)
+                current, rows, report = spill.scan(schema), spill.rows, False
+            spill = None if last else _Spill(Path(tmp) / f"stage-{number}")
+            out = emit if spill is None else spill.write
+            if is_global:
+                if rows is None:
+                    rows = current.select(pl.len()).collect().item()
+                run.global_stage(indices[0], current, rows, out)
+                if report and progress:
+                    progress(rows)
+            else:
+                run.row_stage(indices, current, out, report)
+            if spill is not None:
+                current, rows = spill.scan(schema), spill.rows
+            report = False
+    return run.counts
+
+
+def run_pipeline(frame: pl.LazyFrame | pl.DataFrame, steps: PipelineConfig | Sequence[StepConfig | dict[str, Any]],
+                 text_column: str | None = None, *, batch_size: int = 100_000,
+                 source: str = "pipeline") -> PipelineResult:
+    """Run a pipeline in memory: kept rows, rejects in REJECT_SCHEMA, and per-step counts."""
+    configs, column = _configs(steps, text_column)
+    frame = frame.lazy()
+    kept: list[pl.DataFrame] = []
+    rejects: list[pl.DataFrame] = []
+    counts = execute(frame, configs, column, kept.append, rejects.append, batch_size=batch_size, source=source)
+    schema = {name: dtype for name, dtype in frame.collect_schema().items() if name != ROW}
+    kept_frame = pl.concat(kept) if kept else pl.DataFrame(schema=schema)
+    reject_frame = pl.concat(rejects) if rejects else empty_rejects()
+    return PipelineResult(kept_frame, reject_frame.cast(REJECT_SCHEMA), counts)
+
+
+def run_pipeline_to_files(frame: pl.LazyFrame, steps: PipelineConfig | Sequence[StepConfig | dict[str, Any]],
+                          out: str | Path, rejects: str | Path | None = None, text_column: str | None = None, *,
+                          batch_size: int = 100_000, source: str = "pipeline", rescannable: bool = False,
+                          progress: Progress | None = None) -> list[StepCount]:
+    """Run a pipeline streaming kept rows to `out` and rejects to `rejects` (Parquet or JSONL by suffix)."""
+    configs, column = _configs(steps, text_column)
+    schema = {name: dtype for name, dtype in frame.collect_schema().items() if name != ROW}
+    with BatchWriter(out, schema) as kept_writer:
+        if rejects is None:
+            return execute(frame, configs, column, kept_writer.write, lambda _: None, batch_size=batch_size,
+                           source=source, rescannable=rescannable, progress=progress)
+        with BatchWriter(rejects, REJECT_SCHEMA) as reject_writer:
+            return execute(frame, configs, column, kept_writer.write, reject_writer.write, batch_size=batch_size,
+                           source=source, rescannable=rescannable, progress=progress)
