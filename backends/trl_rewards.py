@@ -135,8 +135,7 @@ class SnsdataReward:
             else:
                 timed_out = result is None
                 error = None if timed_out else f"{type(result).__name__}: {result}"[:300]
-                details = [ScoreDetail(0.0 if timed_out else None, parse_ok=not timed_out, timed_out=timed_out,
-                                       error=error)] * len(rows)
+                details = [ScoreDetail(0.0 if timed_out else None, timed_out=timed_out, error=error)] * len(rows)
             for row, detail in zip(rows, details, strict=True):
                 rewards[row] = detail.score
                 stats.add(detail)

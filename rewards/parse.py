@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ast
 import json
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -252,10 +253,13 @@ class OutputParser:
             text = strip_think(text)
         if self._extract is not None:
             try:
-                matches = list(self._extract.finditer(text, timeout=REGEX_TIMEOUT_S))
+                if self._extract_last:
+                    last = deque(self._extract.finditer(text, timeout=REGEX_TIMEOUT_S), maxlen=1)
+                    match = last[0] if last else None
+                else:
+                    match = self._extract.search(text, timeout=REGEX_TIMEOUT_S)
             except TimeoutError:
-                matches = []
-            match = matches[-1] if self._extract_last and matches else (matches[0] if matches else None)
+                match = None
             if match is None:
                 return "", False
             text = match.group(self._extract_group) or ""

@@ -107,8 +107,9 @@ class Node(ABC):
 
 
 def error_detail(exc: BaseException) -> ScoreDetail:
-    """A row the scorer could not score: no reward rather than a false 0."""
-    return ScoreDetail(None, parse_ok=False, error=f"{type(exc).__name__}: {exc}"[:300])
+    """A row the scorer could not score: no reward rather than a false 0 (counted as an error, not as a parse
+    failure of the completion)."""
+    return ScoreDetail(None, error=f"{type(exc).__name__}: {exc}"[:300])
 
 
 class _ParsingNode(Node):

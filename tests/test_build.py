@@ -58,7 +58,7 @@ def check_arithmetic(result) -> None:
         else result.train  # extra DPO pairs are counted apart, as `pairs:<task>`
     for task_id, info in manifest["tasks"].items():
         counts = info["counts"]
-        assert counts["read"] == counts["sample"] + counts["excluded"] + per_task_rejects.get(task_id, 0), task_id
+        assert counts["read"] == counts["out"] + counts["excluded"] + per_task_rejects.get(task_id, 0), task_id
         written = own.filter(pl.col("task_id") == task_id).height
         assert written == counts.get("out_train_rows", written), task_id
     unique = pl.concat([result.train.select("task_id", "record_id"), result.eval.select("task_id", "record_id")])

@@ -183,7 +183,7 @@ def test_sandbox_whole_function_keeps_prompt_imports_and_stdio_mode() -> None:
 
 
 def test_internal_failure_gives_none_not_zero(monkeypatch: pytest.MonkeyPatch) -> None:
-    def broken(a: list[str], b: list[str]) -> None:
+    def broken(a: list[str], b: list[str], batch_size: int = 0) -> None:
         raise RuntimeError("model missing")
 
     monkeypatch.setattr("snsdata.rewards.embedding.cosine_similarity", broken)
@@ -191,8 +191,8 @@ def test_internal_failure_gives_none_not_zero(monkeypatch: pytest.MonkeyPatch) -
     record = records("fx_query")[0]
     detail = s.details([record["answer"]], [record])[0]
     assert detail.parts == (None, 1.0) and detail.score == 1.0  # the ANLS half still applies
-    assert detail.error and "model missing" in detail.error
-    assert s.stats.errors == 1
+    assert detail.error and "model missing" in detail.error and detail.parse_ok
+    assert s.stats.errors == 1 and s.stats.parse_failures == 0
 
 
 def test_stats_count_parse_and_gold_failures() -> None:

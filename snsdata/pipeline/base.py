@@ -29,10 +29,15 @@ INTERNAL_PREFIX = "__"
 @dataclass(frozen=True)
 class StepResult:
     """What a step returns: kept rows (input columns) and rejected rows (input columns + STEP, REASON,
-    DUPLICATE_OF). Every input row is in exactly one of the two."""
+    DUPLICATE_OF). Every input row is in exactly one of the two.
+
+    `annotated`, when a step offers it, is every input row with REASON (null: kept), STEP and DUPLICATE_OF:
+    a runner can split it batch by batch and so read the input once for both halves.
+    """
 
     kept: pl.LazyFrame
     rejected: pl.LazyFrame
+    annotated: pl.LazyFrame | None = None
 
 
 Step = Callable[[pl.LazyFrame], StepResult]
@@ -68,12 +73,13 @@ def split_by_reason(frame: pl.LazyFrame, reason: pl.Expr, step: str) -> StepResu
     The reason column is computed once; kept and rejected are two filters of that one annotated frame, which
     `pl.collect_all` evaluates together.
     """
-    annotated = frame.with_columns(reason.alias(REASON))
-    kept = annotated.filter(pl.col(REASON).is_null()).drop(REASON)
-    rejected = annotated.filter(pl.col(REASON).is_not_null()).with_columns(
-        pl.lit(step).alias(STEP), pl.lit(None, dtype=pl.String).alias(DUPLICATE_OF)
+    annotated = frame.with_columns(reason.alias(REASON)).with_columns(
+        pl.when(pl.col(REASON).is_not_null()).then(pl.lit(step)).alias(STEP),
+        pl.lit(None, dtype=pl.String).alias(DUPLICATE_OF),
     )
-    return StepResult(kept, rejected)
+    kept = annotated.filter(pl.col(REASON).is_null()).drop(REASON, STEP, DUPLICATE_OF)
+    rejected = annotated.filter(pl.col(REASON).is_not_null())
+    return StepResult(kept, rejected, annotated)
 
 
 def first_reason(reasons: list[pl.Expr | None]) -> pl.Expr:

@@ -133,7 +133,7 @@ def _shingle_sets(frame: pl.LazyFrame, column: str, rows: np.ndarray, params: Ne
     picked = (
         frame.select(pl.col(column))
         .with_row_index(_POS)
-        .filter(pl.col(_POS).is_in(pl.Series(rows, dtype=pl.UInt32)))
+        .filter(pl.col(_POS).is_in(pl.Series(rows, dtype=pl.UInt32).implode()))
         .select(column)
     )
     parts = list(_ordered_map(partial(_set_batch, params=params), _batches(picked, column, batch_size), workers,
@@ -227,31 +227,34 @@ def dedup_step(frame: pl.LazyFrame, text_column: str, *, near: bool, params: Nea
                workers: int = 2, step: str = "dedup", progress: Progress | None = None) -> StepResult:
     """Dedup as a pipeline step: kept rows in input order; rejected rows name the kept row's id.
 
-    `frame` is scanned several times (a Parquet scan is ideal); the returned frames are lazy filters of it.
+    `frame` is scanned several times (a Parquet scan is ideal); the returned frames are lazy views of it, and
+    `annotated` lets a runner write both halves from one more scan.
     """
     frame = with_row_ids(frame)
     dups = find_duplicates(frame, text_column, near=near, params=params, batch_size=batch_size, workers=workers,
                            progress=progress)
-    schema = frame.collect_schema()
-    removed = pl.LazyFrame(
+    indexed = frame.with_row_index(_POS)
+    targets = np.unique(dups.of)
+    ids = (
+        indexed.filter(pl.col(_POS).is_in(pl.Series(targets, dtype=pl.UInt32).implode()))
+        .select(pl.col(_POS).alias("__of"), id_expr(frame.collect_schema()).alias(DUPLICATE_OF))
+        .collect()
+    )
+    removed = pl.DataFrame(
         {
             _POS: pl.Series(dups.row, dtype=pl.UInt32),
             "__of": pl.Series(dups.of, dtype=pl.UInt32),
             REASON: pl.Series(dups.reasons(params.ngram, params.word_ngrams), dtype=pl.String),
         }
+    ).join(ids, on="__of", how="left", maintain_order="left").drop("__of")
+    annotated = (
+        indexed.join(removed.lazy(), on=_POS, how="left", maintain_order="left")
+        .with_columns(pl.when(pl.col(REASON).is_not_null()).then(pl.lit(step)).alias(STEP))
+        .drop(_POS)
     )
-    indexed = frame.with_row_index(_POS)
-    ids = indexed.select(pl.col(_POS).alias("__of"), id_expr(schema).alias(DUPLICATE_OF))
-    rejected = (
-        indexed.join(removed, on=_POS, how="inner", maintain_order="left")
-        .join(ids, on="__of", how="left", maintain_order="left")
-        .with_columns(pl.lit(step).alias(STEP))
-        .drop(_POS, "__of")
-    )
-    kept = indexed.filter(~pl.col(_POS).is_in(pl.Series(dups.row, dtype=pl.UInt32))).drop(_POS)
-    return StepResult(kept, rejected)
-
-
+    kept = annotated.filter(pl.col(REASON).is_null()).drop(REASON, STEP, DUPLICATE_OF)
+    rejected = annotated.filter(pl.col(REASON).is_not_null())
+    return StepResult(kept, rejected, annotated)
 
 
 class ExactDedup(StepConfig):

@@ -199,25 +199,23 @@ def _densify(sig: np.ndarray, has_shingles: np.ndarray, seed: int) -> None:
     """
     rows, num_perm = sig.shape
     flat = sig.reshape(-1)
-    empty = flat == _U64_MAX
-    empty.reshape(rows, num_perm)[~has_shingles] = False
-    todo = np.flatnonzero(empty)
+    filled = flat != _U64_MAX
+    filled.reshape(rows, num_perm)[~has_shingles] = True  # rows without shingles stay empty
+    todo = np.flatnonzero(~filled)
     if todo.size == 0:
         return
     probes = np.random.default_rng([seed, 0xD3]).integers(0, num_perm, size=(_DENSIFY_ROUNDS, num_perm))
-    row_base = todo - todo % num_perm
-    column = todo - row_base
+    column = todo % num_perm
     for t in range(_DENSIFY_ROUNDS):
-        src = row_base + probes[t, column]
-        found = ~empty[src]
+        src = todo + (probes[t][column] - column)
+        found = filled[src]
         flat[todo[found]] = flat[src[found]]
         missing = ~found
-        todo, row_base, column = todo[missing], row_base[missing], column[missing]
+        todo, column = todo[missing], column[missing]
         if todo.size == 0:
             return
-    offsets = (column[:, None] + np.arange(1, num_perm + 1)[None, :]) % num_perm + row_base[:, None]
-    filled = ~empty[offsets]
-    flat[todo] = flat[offsets[np.arange(todo.size), np.argmax(filled, axis=1)]]
+    offsets = (column[:, None] + np.arange(1, num_perm + 1)[None, :]) % num_perm + (todo - column)[:, None]
+    flat[todo] = flat[offsets[np.arange(todo.size), np.argmax(filled[offsets], axis=1)]]
 
 
 def compact(sig: np.ndarray) -> np.ndarray:
@@ -253,13 +251,14 @@ def estimated_similarity(sig: np.ndarray, a: np.ndarray, b: np.ndarray, chunk: i
 
 
 def plausible(estimate: np.ndarray, shingles: np.ndarray, threshold: float, num_perm: int) -> np.ndarray:
-    """Pairs whose estimate leaves a real chance of true Jaccard >= threshold (5 standard errors).
+    """Pairs whose estimate leaves a real chance of true Jaccard >= threshold: within 4 standard errors, so a
+    pair exactly at the threshold is skipped with probability about 3e-5 (less the higher it is).
 
     A row with few shingles fills few bins itself (densification copies the rest), so the estimate rests on
     min(shingles, num_perm) samples; short rows therefore get a wide margin and are nearly always verified.
     """
     samples = np.minimum(shingles, num_perm).clip(min=1)
-    margin = 5.0 * np.sqrt(threshold * (1.0 - threshold) / samples)
+    margin = 4.0 * np.sqrt(threshold * (1.0 - threshold) / samples)
     return estimate >= threshold - margin
 
 

@@ -16,7 +16,16 @@ from typing import Any, NamedTuple
 import polars as pl
 
 from snsdata.frames import REJECT_SCHEMA, empty_rejects
-from snsdata.pipeline.base import ROW, StepConfig, to_rejects, user_columns, with_row_ids
+from snsdata.pipeline.base import (
+    DUPLICATE_OF,
+    REASON,
+    ROW,
+    STEP,
+    StepConfig,
+    to_rejects,
+    user_columns,
+    with_row_ids,
+)
 from snsdata.pipeline.config import PipelineConfig, parse_steps
 from snsdata.pipeline.io import BatchWriter
 
@@ -115,11 +124,21 @@ class _Run:
         count = self.counts[index]
         count.rows_in = rows_in
         result = self.steps[index](frame)
-        for rejects in _batches(to_rejects(result.rejected, self.source), self.batch_size):
-            self._reject(index, rejects)
-        for kept in _batches(result.kept, self.batch_size):
-            count.kept += kept.height
-            out(kept)
+        if result.annotated is None:
+            for rejects in _batches(to_rejects(result.rejected, self.source), self.batch_size):
+                self._reject(index, rejects)
+            for kept in _batches(result.kept, self.batch_size):
+                count.kept += kept.height
+                out(kept)
+        else:  # one scan for both halves
+            extra = [REASON, STEP, DUPLICATE_OF]
+            for batch in _batches(result.annotated, self.batch_size):
+                dropped = batch.get_column(REASON).is_not_null()
+                self._reject(index, to_rejects(batch.filter(dropped).lazy(), self.source).collect())
+                kept = batch.filter(~dropped).drop(extra)
+                count.kept += kept.height
+                if kept.height:
+                    out(kept)
         _check(count)
 
 
