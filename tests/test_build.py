@@ -54,13 +54,19 @@ def check_arithmetic(result) -> None:
     assert totals["rows_rejected"] == pl.read_parquet(result.out / "rejects.parquet").height == rejects.height
     assert totals["train_rows"] == result.train.height and totals["eval_rows"] == result.eval.height
     per_task_rejects = dict(rejects.group_by("task_id").len().iter_rows())
-    own = result.train.filter(pl.col("pair_source") == "candidates") if "pair_source" in result.train.columns \
-        else result.train  # extra DPO pairs are counted apart, as `pairs:<task>`
     for task_id, info in manifest["tasks"].items():
         counts = info["counts"]
         assert counts["read"] == counts["out"] + counts["excluded"] + per_task_rejects.get(task_id, 0), task_id
+    chunking = manifest["steps"]["chunking"]
+    if chunking:  # CPT pieces: documents in, pieces out
+        assert sum(chunking["documents"].values()) == totals["rows_out"] + totals["copies_added"]
+        assert chunking["chunks"] == {"train": result.train.height, "eval": result.eval.height}
+        return
+    own = result.train.filter(pl.col("pair_source") == "candidates") if "pair_source" in result.train.columns \
+        else result.train  # extra DPO pairs are counted apart, as `pairs:<task>`
+    for task_id, info in manifest["tasks"].items():
         written = own.filter(pl.col("task_id") == task_id).height
-        assert written == counts.get("out_train_rows", written), task_id
+        assert written == info["counts"].get("out_train_rows", written), task_id
     unique = pl.concat([result.train.select("task_id", "record_id"), result.eval.select("task_id", "record_id")])
     assert unique.n_unique() == totals["rows_out"]
     assert totals["rows_written"] - totals["rows_out"] == totals["copies_added"]

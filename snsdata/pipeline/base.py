@@ -23,6 +23,7 @@ ROW = "__row"  # position of the row in the pipeline input, added by the runner 
 REASON = "__reason"
 STEP = "__step"
 DUPLICATE_OF = "__duplicate_of"
+SCRATCH = "__scratch"  # a rule's expensive per-row measure, computed once (see RuleConfig.scratch)
 INTERNAL_PREFIX = "__"
 
 
@@ -127,12 +128,32 @@ class StepConfig(BaseModel, ABC):
 
 
 class RuleConfig(StepConfig):
-    """A rule filter: one Polars expression giving a reason (String) for rows to drop, null for rows to keep."""
+    """A rule filter: one Polars expression giving a reason (String) for rows to drop, null for rows to keep.
+
+    A rule whose measure is an expensive function of the text (a model, a numpy pass) returns it from
+    `scratch`; it is computed once into the SCRATCH column, which `reason` reads, and dropped afterwards.
+    """
 
     @abstractmethod
     def reason(self, text: pl.Expr) -> pl.Expr:
         """Reason to drop the row, or null; `text` is never null here (null text is rejected first)."""
 
+    def scratch(self, text: pl.Expr) -> pl.Expr | None:
+        """An expensive per-row measure to compute once (None: the rule has none)."""
+        return None
+
     def build(self, text_column: str) -> Step:
+        # both expressions are made once here (a model or an index is loaded once), then reused per batch
+        measure = self.scratch(pl.col(text_column))
         reason = first_reason([null_text_reason(text_column), self.reason(pl.col(text_column))])
-        return partial(split_by_reason, reason=reason, step=self.step)
+        return partial(_run_rule, measure=measure, reason=reason, step=self.step)
+
+
+def _run_rule(frame: pl.LazyFrame, measure: pl.Expr | None, reason: pl.Expr, step: str) -> StepResult:
+    if measure is not None:
+        frame = frame.with_columns(measure.alias(SCRATCH))
+    result = split_by_reason(frame, reason, step)
+    if measure is None:
+        return result
+    assert result.annotated is not None
+    return StepResult(result.kept.drop(SCRATCH), result.rejected.drop(SCRATCH), result.annotated.drop(SCRATCH))

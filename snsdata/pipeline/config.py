@@ -57,7 +57,7 @@ def _issues(exc: ValidationError, where: Callable[[tuple[Any, ...]], tuple[str, 
             loc.append(part)
         if error["type"] == "union_tag_invalid":
             loc.append("step")
-            message = f"unknown step {error['ctx']['tag']}; known: {', '.join(sorted(REGISTRY))}"
+            message = f"unknown step {error['ctx']['tag']!r}; known: {', '.join(sorted(REGISTRY))}"
         elif error["type"] == "union_tag_not_found":
             message = "missing `step:`"
         elif error["type"] == "extra_forbidden":

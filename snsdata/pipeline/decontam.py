@@ -21,6 +21,7 @@ from snsdata.pipeline import minhash
 from snsdata.pipeline.base import (
     DUPLICATE_OF,
     REASON,
+    SCRATCH,
     STEP,
     RuleConfig,
     StepResult,
@@ -137,10 +138,11 @@ class Decontaminate(RuleConfig):
         return EvalIndex.build(frame, self.eval_id_column, self.eval_text_column, self.word_ngram, self.cjk_ngram,
                                self.min_short_words, self.min_short_cjk)
 
+    def scratch(self, text: pl.Expr) -> pl.Expr:
+        return text.map_batches(self.index().matches, return_dtype=pl.List(pl.String))
+
     def reason(self, text: pl.Expr) -> pl.Expr:
-        index = self.index()
-        hits = text.map_batches(index.matches, return_dtype=pl.List(pl.String))
-        return _reasons(hits, f"{self.word_ngram}-word / {self.cjk_ngram}-char CJK")
+        return _reasons(pl.col(SCRATCH), f"{self.word_ngram}-word / {self.cjk_ngram}-char CJK")
 
 
 @dataclass(frozen=True)

@@ -66,6 +66,7 @@ class Units:
     values: np.ndarray  # uint64
     starts: np.ndarray  # int64
     lengths: np.ndarray  # int64
+    chars: np.ndarray | None = None  # characters in each unit (word units), 0 for separators
 
 
 def char_units(cps: CodePoints) -> Units:
@@ -90,7 +91,7 @@ def word_units(cps: CodePoints, seed: int, cjk_words: bool = True, letters_only:
 
     `cjk_words=False` leaves CJK characters out (n-grams of the other words only); `letters_only` splits
     words at anything but letters, marks and digits, so "here," and "here" are one word.
-    A token's unit is a polynomial hash of its code points, summed with `np.add.at` over token ids.
+    A token's unit is a polynomial hash of its code points, summed over its span with `np.add.reduceat`.
     """
     cp = cps.cp
     cjk = _is_cjk(cp)
@@ -105,23 +106,29 @@ def word_units(cps: CodePoints, seed: int, cjk_words: bool = True, letters_only:
     prev_cjk = np.zeros(cp.size, dtype=bool)
     prev_cjk[1:] = cjk[:-1]
     token_start = ~gap & (prev_gap | cjk | prev_cjk)
-    token_id = np.cumsum(token_start) - 1
-    in_token = np.flatnonzero(~gap)
     first_char = np.flatnonzero(token_start)
-    pos = in_token - first_char[token_id[in_token]]
+    if first_char.size == 0:
+        lengths = np.zeros(cps.lengths.size, dtype=np.int64)
+        return Units(np.zeros(lengths.size, dtype=np.uint64), np.arange(lengths.size, dtype=np.int64), lengths,
+                     np.zeros(lengths.size, dtype=np.int64))
+    # each token's polynomial hash sum(c_i * M**i), summed over its contiguous span (gaps contribute 0)
+    token_id = np.cumsum(token_start) - 1
+    pos = np.arange(cp.size) - first_char[np.maximum(token_id, 0)]
     mult = _constants(seed, 1)[0]
-    powers = np.cumprod(np.full(int(pos.max(initial=0)) + 1, mult, dtype=np.uint64))
-    token_hash = np.zeros(first_char.size, dtype=np.uint64)
-    np.add.at(token_hash, token_id[in_token], cp[in_token].astype(np.uint64) * powers[pos])
-    fmix64(token_hash)
+    powers = np.cumprod(np.full(int(pos.max()) + 1, mult, dtype=np.uint64))
+    contrib = cp.astype(np.uint64) * powers[pos]
+    contrib[gap] = 0
+    token_hash = fmix64(np.add.reduceat(contrib, first_char))
+    token_chars = np.add.reduceat((~gap).astype(np.int64), first_char)
     # lay tokens out like characters: each row's tokens, then one separator unit
     seps = np.flatnonzero(cp == SEPARATOR)
     tokens_before_sep = np.searchsorted(first_char, seps)
     lengths = np.diff(np.concatenate([[0], tokens_before_sep]))
     values = np.insert(token_hash, tokens_before_sep, np.uint64(0))
+    chars = np.insert(token_chars, tokens_before_sep, 0)
     starts = np.zeros(lengths.size, dtype=np.int64)
     np.cumsum(lengths[:-1] + 1, out=starts[1:])
-    return Units(values, starts, lengths.astype(np.int64))
+    return Units(values, starts, lengths.astype(np.int64), chars)
 
 
 def cjk_units(cps: CodePoints) -> Units:

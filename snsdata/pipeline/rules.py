@@ -7,12 +7,14 @@ Shares are measured against the non-whitespace characters of the text.
 
 from __future__ import annotations
 
+from functools import partial
 from typing import ClassVar, Literal
 
 import polars as pl
 from pydantic import Field, model_validator
 
-from snsdata.pipeline.base import RuleConfig, first_reason
+from snsdata.pipeline.base import SCRATCH, RuleConfig, first_reason
+from snsdata.pipeline.repetition import repetition_measures
 
 # Scripts written without spaces: each character counts as a word.
 CJK = r"\p{Han}\p{Hiragana}\p{Katakana}\p{Hangul}"
@@ -105,37 +107,10 @@ class Html(RuleConfig):
         ])
 
 
-def _tokens(text: pl.Expr) -> pl.Expr:
-    """Words as a list, each CJK character a word of its own."""
-    return text.str.extract_all(WORD)
-
-
-def _ngrams(n: int) -> pl.Expr:
-    """Inside list.eval: the n-grams of the list's words, joined by a space (nulls past the end dropped)."""
-    return pl.concat_str([pl.element().shift(-k) for k in range(n)], separator=" ").drop_nulls()
-
-
-def _top_ngram_share(tokens: pl.Expr, n: int, word_chars: pl.Expr) -> pl.Expr:
-    """Gopher: characters of the most frequent n-gram times its count (if repeated) over all word characters,
-    capped at 1 (overlapping occurrences can count a character twice)."""
-    top = tokens.list.eval(_ngrams(n).alias("gram").value_counts(sort=True).first()).list.first()
-    count = top.struct.field("count")
-    chars = top.struct.field("gram").str.len_chars() - (n - 1)  # the joining spaces are not text
-    return share(pl.when(count > 1).then(count * chars).otherwise(0), word_chars).clip(upper_bound=1.0)
-
-
-def _dup_ngram_share(tokens: pl.Expr, n: int, word_chars: pl.Expr) -> pl.Expr:
-    """Gopher: characters of words covered by any n-gram that occurs more than once, over all word chars."""
-    dup_start = pl.concat_str([pl.element().shift(-k) for k in range(n)], separator=" ").is_duplicated()
-    dup_start = dup_start & pl.element().shift(-(n - 1)).is_not_null()
-    covered = dup_start.cast(pl.Int8).rolling_max(window_size=n, min_samples=1).fill_null(0)
-    covered_chars = tokens.list.eval((covered * pl.element().str.len_chars()).sum()).list.first()
-    return share(covered_chars, word_chars)
-
-
 class Repetition(RuleConfig):
     """Gopher-style repetition (Rae et al. 2021): duplicate lines, the top n-gram's character share, and the
-    share of characters in duplicated n-grams. Words are whitespace tokens, CJK characters one word each."""
+    share of characters in duplicated n-grams (see `repetition.repetition_measures`, one numpy pass a batch).
+    """
 
     step: Literal["repetition"] = "repetition"
     max_dup_line_frac: float | None = Field(default=0.30, ge=0, le=1)
@@ -152,24 +127,27 @@ class Repetition(RuleConfig):
                 raise ValueError(f"n-gram size must be >= 1, got {size}")
         return self
 
+    def _measures(self) -> list[str]:
+        return ["dup_line_frac", "dup_line_char_frac",
+                *(f"top_{n}gram_share" for n in sorted(self.max_top_ngram_share)),
+                *(f"dup_{n}gram_share" for n in sorted(self.max_dup_ngram_share))]
+
+    def scratch(self, text: pl.Expr) -> pl.Expr:
+        measure = partial(repetition_measures, top_sizes=sorted(self.max_top_ngram_share),
+                          dup_sizes=sorted(self.max_dup_ngram_share))
+        return text.map_batches(lambda texts: measure(texts).to_struct(texts.name),
+                                return_dtype=pl.Struct(dict.fromkeys(self._measures(), pl.Float64)))
+
     def reason(self, text: pl.Expr) -> pl.Expr:
-        lines = text.str.split("\n").list.eval(pl.element().str.strip_chars().filter(pl.element() != ""))
-        n_lines = lines.list.len()
-        dup_lines = n_lines - lines.list.n_unique()
-        line_chars = lines.list.eval(pl.element().str.len_chars().sum()).list.first()
-        dup_line_chars = lines.list.eval(
-            pl.element().str.len_chars().filter(~pl.element().is_first_distinct()).sum()
-        ).list.first()
-        tokens = _tokens(text)
-        word_chars = tokens.list.eval(pl.element().str.len_chars().sum()).list.first()
+        value = pl.col(SCRATCH).struct.field
         checks = [
-            above("dup_line_frac", share(dup_lines, n_lines), self.max_dup_line_frac),
-            above("dup_line_char_frac", share(dup_line_chars, line_chars), self.max_dup_line_char_frac),
+            above("dup_line_frac", value("dup_line_frac"), self.max_dup_line_frac),
+            above("dup_line_char_frac", value("dup_line_char_frac"), self.max_dup_line_char_frac),
         ]
         for n, limit in sorted(self.max_top_ngram_share.items()):
-            checks.append(above(f"top_{n}gram_share", _top_ngram_share(tokens, n, word_chars), limit))
+            checks.append(above(f"top_{n}gram_share", value(f"top_{n}gram_share"), limit))
         for n, limit in sorted(self.max_dup_ngram_share.items()):
-            checks.append(above(f"dup_{n}gram_share", _dup_ngram_share(tokens, n, word_chars), limit))
+            checks.append(above(f"dup_{n}gram_share", value(f"dup_{n}gram_share"), limit))
         return first_reason(checks)
 
 

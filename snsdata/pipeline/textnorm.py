@@ -92,8 +92,9 @@ def word_characters() -> np.ndarray:
 
 
 def normalize_text(text: str) -> str:
-    """The exact normalisation the tables implement: NFKC, casefold, whitespace runs to one space, trimmed."""
-    return " ".join(unicodedata.normalize("NFKC", text).casefold().split())
+    """The exact normalisation the tables implement: NFKC, casefold, whitespace runs (NUL counts as
+    whitespace) to one space, trimmed."""
+    return " ".join(unicodedata.normalize("NFKC", text.replace("\0", " ")).casefold().split())
 
 
 def _starts(lengths: np.ndarray) -> np.ndarray:

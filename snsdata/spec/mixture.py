@@ -138,13 +138,6 @@ class Splits(_Strict):
     group_by: list[GroupBy] = Field(default_factory=list)
 
 
-class Step(_Strict):
-    """A pipeline step by name, with its parameters (passed to the pipeline runner as given)."""
-
-    name: str
-    params: dict[str, Any] = Field(default_factory=dict)
-
-
 class Targeted(_Strict):
     """RedOne 2.0 stage 2: the weak tasks (from `--diagnosis`, else these defaults) and their failure weight."""
 
@@ -169,7 +162,9 @@ class Mixture(_Strict):
     max_upsample: float = Field(default=1.0, ge=1)
     """No task is repeated more than this many times over (whole copies plus a seeded remainder)."""
     splits: Splits = Field(default_factory=Splits)
-    steps: list[Step] = Field(default_factory=list)
+    steps: list[dict[str, Any]] = Field(default_factory=list)
+    """Pipeline steps in order, as `snsdata.pipeline` declares them: `{step: NAME, ...params}` (a bare name is a
+    step with no parameters); `chunk` (CPT) is the build's. Checked against the pipeline's registry at build."""
     balance: list[Balance] = Field(default_factory=list)
     targeted: Targeted | None = None
     components: list[Component] = Field(min_length=1)
@@ -182,7 +177,15 @@ class Mixture(_Strict):
     def _step_names(cls, value: Any) -> Any:
         """A bare step name is a step with no parameters."""
         if isinstance(value, list):
-            return [{"name": item} if isinstance(item, str) else item for item in value]
+            return [{"step": item} if isinstance(item, str) else item for item in value]
+        return value
+
+    @field_validator("steps")
+    @classmethod
+    def _named(cls, value: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        for item in value:
+            if not isinstance(item.get("step"), str):
+                raise ValueError(f"a step is a mapping with a `step:` name, got {item!r}")
         return value
 
     @model_validator(mode="after")
