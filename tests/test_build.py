@@ -158,10 +158,15 @@ def test_named_task_without_data_is_an_error_and_unnamed_is_skipped(catalogue, t
 
 def redtrans_root(tmp_path: Path, pairs: int = 120) -> Path:
     """A synthetic RedTrans file in which every (zh, en) pair appears in both directions, like the real data."""
+    import random
+
+    rng = random.Random(0)
+    hanzi = "咖啡店好逛推荐打卡今天真的太绝了姐妹们冲呀周末去哪玩拍照出片宝藏小众氛围感拉满"
+    words = "cafe visit weekend photo vibe hidden gem sisters go now really worth trip city night".split()
     records = []
-    for i in range(pairs):
-        zh = f"第{i}条笔记：今天的咖啡店真的太好逛了，推荐大家去打卡{i}"
-        en = f"Note {i}: this cafe is so worth a visit, go check it out {i}"
+    for _ in range(pairs):  # random text: no template shared between records (decontamination would see one)
+        zh = "".join(rng.choices(hanzi, k=30))
+        en = " ".join(rng.choices(words, k=16))
         for src, dst in (("zh", "en"), ("en", "zh")):
             records.append({"en": en, "zh": zh, "source": "comment", "src_lang": src, "dst_lang": dst})
     path = tmp_path / "redtrans" / "redtrans_sample" / "RedTrans-Bench-sample.json"
@@ -191,8 +196,11 @@ def test_a_record_duplicated_across_source_splits_is_a_rejected_leak(catalogue, 
     train_path = root / "COLDataset/COLDataset/train.csv"
     train_csv = pl.read_csv(train_path, infer_schema=False)
     leaked = test_csv.head(1).select(train_csv.columns).with_columns(split=pl.lit("train"))
-    pl.concat([train_csv, leaked]).write_csv(train_path)
-    mixture = Mixture.model_validate({"name": "m", "description": "d", "format": "rl",
+    long_post = test_csv.filter(pl.col("TEXT").str.len_chars() > 60).tail(1)
+    overlapping = long_post.select(train_csv.columns).with_columns(split=pl.lit("train"),
+                                                                  TEXT=pl.col("TEXT") + "，真的是这样吗")
+    pl.concat([train_csv, leaked, overlapping]).write_csv(train_path)
+    mixture = Mixture.model_validate({"name": "m", "description": "d", "format": "rl", "steps": ["decontaminate"],
                                       "components": [{"name": "a", "select": {"ids": ["cold_offensive_zh"]}}]})
     result = build(mixture, data_root=root, out=tmp_path / "out", catalogue=catalogue)
     check_arithmetic(result)
@@ -201,6 +209,10 @@ def test_a_record_duplicated_across_source_splits_is_a_rejected_leak(catalogue, 
     text = json.loads(leaks["row"][0])["text"]
     assert leaks["duplicate_of"][0] in set(result.eval["record_id"])
     assert all(json.loads(r)["text"] != text for r in result.train["record"])
+    # not the same text, so not one group, but it contains an eval post: decontamination drops it
+    decontaminated = result.rejects.filter(pl.col("step") == "decontaminate")
+    assert json.loads(decontaminated["row"][0])["text"].endswith("，真的是这样吗")
+    assert decontaminated.height == 1 and "overlaps eval item cold_offensive_zh/" in decontaminated["reason"][0]
 
 
 def test_stage2_with_a_diagnosis_has_exactly_the_failure_samples(catalogue, tmp_path: Path) -> None:

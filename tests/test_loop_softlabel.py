@@ -8,6 +8,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from tiny_model import SPECIAL_TOKENS, make_tiny_model
 
 from snsdata.build.formats import MESSAGES, prompt_hash
 from snsdata.loop.softlabel import (
@@ -22,45 +23,17 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-CHAT_TEMPLATE = (
-    "{% for message in messages %}"
-    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n' }}"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
-)
-
-
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A random 2-layer Qwen2 and a byte-level BPE trained here, with a ChatML template: no hub access."""
-    torch = pytest.importorskip("torch")
-    transformers = pytest.importorskip("transformers")
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-
+    pytest.importorskip("transformers")
     path = tmp_path_factory.mktemp("tiny-model")
-    special = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=special,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tok.train_from_iterator([f"What is {a} plus {b}? It is {a + b}." for a in range(20) for b in range(10)],
-                            trainer=trainer)
-    hf_tok = transformers.PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>",
-                                                  pad_token="<|endoftext|>", additional_special_tokens=["<|im_start|>"])
-    hf_tok.chat_template = CHAT_TEMPLATE
-    hf_tok.save_pretrained(path)
-    config = transformers.Qwen2Config(vocab_size=len(hf_tok), hidden_size=16, intermediate_size=32,
-                                      num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1,
-                                      max_position_embeddings=4096, tie_word_embeddings=True,
-                                      eos_token_id=hf_tok.eos_token_id, pad_token_id=hf_tok.pad_token_id)
-    torch.manual_seed(0)
-    model = transformers.Qwen2ForCausalLM(config)
+    model, tokenizer = make_tiny_model(
+        path, [f"What is {a} plus {b}? It is {a + b}." for a in range(20) for b in range(10)])
     # A random model almost never says <|im_end|>; letting half the word tokens end the answer (as models with
     # several end tokens do) gives short, finished, non-blank answers instead of ones cut at max_new_tokens.
-    words = [i for i in range(len(special), len(hf_tok)) if hf_tok.decode([i]).strip().isalnum()]
-    model.generation_config.eos_token_id = [hf_tok.eos_token_id, *words[::2]]
-    model.generation_config.pad_token_id = hf_tok.pad_token_id
+    words = [i for i in range(len(SPECIAL_TOKENS), len(tokenizer)) if tokenizer.decode([i]).strip().isalnum()]
+    model.generation_config.eos_token_id = [tokenizer.eos_token_id, *words[::2]]
     model.save_pretrained(path)
     return path
 

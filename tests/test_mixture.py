@@ -74,11 +74,23 @@ def test_unknown_task_ids_are_located(tmp_path: Path, catalogue) -> None:
     assert "no_such_task" in issues[0].message
 
 
-def test_bare_step_names_and_unknown_mixture_names() -> None:
+def test_steps_follow_the_pipeline_registry_with_located_errors(tmp_path: Path) -> None:
+    from snsdata.build.steps import plan_steps
+
     mixture = Mixture.model_validate({"name": "m", "description": "d", "format": "cpt",
-                                      "steps": ["exact_dedup", {"name": "chunk", "params": {"max_chars": 9}}],
+                                      "steps": ["exact_dedup", {"step": "length", "min_chars": 3},
+                                                "decontaminate", {"step": "chunk", "max_len": 500}],
                                       "components": [{"name": "a", "select": {}}]})
-    assert [(s.name, s.params) for s in mixture.steps] == [("exact_dedup", {}), ("chunk", {"max_chars": 9})]
+    assert mixture.steps[0] == {"step": "exact_dedup"}
+    plan = plan_steps(mixture)
+    assert plan.names == ["exact_dedup", "length", "decontaminate", "chunk"] and plan.chunk.max_len == 500
+    path = write(tmp_path, "name: m\ndescription: d\nformat: rl\nsteps:\n  - {step: length, min_chr: 3}\n"
+                           "  - {step: no_such_step}\n  - {step: chunk}\ncomponents:\n  - {name: a, select: {}}\n")
+    with pytest.raises(SpecError) as info:
+        plan_steps(load_mixture(path))
+    found = {(i.line, i.key_path) for i in info.value.issues}
+    assert found == {(5, "steps.0.min_chr"), (6, "steps.1"), (7, "steps.2")}
+    assert any("cpt mixtures only" in i.message for i in info.value.issues)
     with pytest.raises(SpecError, match="shipped: cpt"):
         load_mixture("no_such_mixture")
 

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from test_backends import samples, write_build
+from tiny_model import make_tiny_model
 
 from snsdata.backends.trl import (
     kto_dataset,
@@ -28,40 +29,12 @@ pytestmark = pytest.mark.slow
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-CHAT_TEMPLATE = (
-    "{% for message in messages %}"
-    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n' }}"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
-)
-
-
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
-
     path = tmp_path_factory.mktemp("tiny-qwen2")
     corpus = [m["content"] for s in samples() for m in s["prompt"]] + [s["gold"] for s in samples()] * 3
-    tokenizer = Tokenizer(models.BPE())
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tokenizer.decoder = decoders.ByteLevel()
-    tokenizer.train_from_iterator(corpus, trainers.BpeTrainer(
-        vocab_size=400, special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
-    hf_tokenizer = PreTrainedTokenizerFast(tokenizer_object=tokenizer, eos_token="<|im_end|>",
-                                           pad_token="<|endoftext|>", additional_special_tokens=["<|im_start|>"])
-    hf_tokenizer.chat_template = CHAT_TEMPLATE
-    hf_tokenizer.padding_side = "left"
-    hf_tokenizer.save_pretrained(path)
-    config = Qwen2Config(vocab_size=len(hf_tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
-                         tie_word_embeddings=True, eos_token_id=hf_tokenizer.eos_token_id,
-                         pad_token_id=hf_tokenizer.pad_token_id)
-    model = Qwen2ForCausalLM(config)
-    model.generation_config.eos_token_id = hf_tokenizer.eos_token_id
-    model.generation_config.pad_token_id = hf_tokenizer.pad_token_id
-    model.save_pretrained(path)
+    make_tiny_model(path, corpus, vocab_size=400, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                    num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512)
     return path
 
 

@@ -8,6 +8,7 @@ of the most frequent repeated n-gram times its count over all word characters (c
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 
 import numpy as np
@@ -17,22 +18,27 @@ from snsdata.pipeline import minhash
 from snsdata.pipeline.textnorm import codepoints
 
 _SEED = 0x6095
-_ROW_SHIFT = np.uint64(40)  # n-gram key: row number above 40 bits of the n-gram hash
+_CHAR_BITS = 12  # an n-gram's character count, capped at 4095, rides in the low bits of its sort key
+_CHAR_CAP = (1 << _CHAR_BITS) - 1
+_CHUNK_CHARS = 1 << 20
+_CHUNK_ROWS = 4096
 
 
 def _line_measures(texts: pl.Series) -> pl.DataFrame:
+    """Per row: share of non-empty lines repeating an earlier line, and share of line characters in them."""
     rows = texts.len()
     lines = (
         pl.DataFrame({"row": np.arange(rows, dtype=np.int64), "line": texts.fill_null("").str.split("\n")})
         .explode("line")
         .with_columns(pl.col("line").str.strip_chars())
         .filter(pl.col("line") != "")
-        .with_columns(pl.col("line").str.len_chars().alias("chars"),
-                      (~pl.col("line").is_first_distinct().over("row")).alias("repeat"))
+        .group_by("row", pl.col("line").hash(_SEED).alias("hash"))
+        .agg(pl.len().alias("count"), pl.col("line").first().str.len_chars().alias("chars"))
         .group_by("row")
         .agg(
-            (pl.col("repeat").sum() / pl.len()).alias("dup_line_frac"),
-            (pl.col("chars").filter(pl.col("repeat")).sum() / pl.col("chars").sum()).alias("dup_line_char_frac"),
+            ((pl.col("count") - 1).sum() / pl.col("count").sum()).alias("dup_line_frac"),
+            (((pl.col("count") - 1) * pl.col("chars")).sum() / (pl.col("count") * pl.col("chars")).sum())
+            .alias("dup_line_char_frac"),
         )
     )
     return pl.DataFrame({"row": np.arange(rows, dtype=np.int64)}).join(lines, on="row", how="left").fill_null(0.0)
@@ -45,49 +51,88 @@ def _segment_sum(values: np.ndarray, units: minhash.Units) -> np.ndarray:
 
 
 def _ngrams(units: minhash.Units, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """For every n-gram fully inside a row: its key (row and hash), row, and flat index of its first word."""
+    """Every n-gram fully inside a row: its row, hash and flat index of its first word."""
     hashes, counts = minhash.shingle_hashes(units, n, _SEED)
     rows = np.repeat(np.arange(counts.size, dtype=np.int64), counts)
-    first_out = np.cumsum(counts) - counts
-    start = units.starts[rows] + np.arange(rows.size) - first_out[rows]
+    start = units.starts[rows] + np.arange(rows.size) - (np.cumsum(counts) - counts)[rows]
     full = units.lengths[rows] >= n  # rows shorter than n have a padded stand-in, not an n-gram
-    rows, start, hashes = rows[full], start[full], hashes[full]
-    keys = (rows.astype(np.uint64) << _ROW_SHIFT) | (hashes >> np.uint64(64 - int(_ROW_SHIFT)))
-    return keys, rows, start
+    return rows[full], hashes[full], start[full]
+
+
+def _pack(high: np.ndarray, high_bits: int, hashes: np.ndarray, low: np.ndarray, low_bits: int) -> np.ndarray:
+    """Sort keys: `high` in the top bits, as many hash bits as fit, `low` in the bottom bits."""
+    hash_bits = 64 - high_bits - low_bits
+    return ((high.astype(np.uint64) << np.uint64(64 - high_bits))
+            | ((hashes >> np.uint64(64 - hash_bits)) << np.uint64(low_bits)) | low.astype(np.uint64))
+
+
+def _runs(keys: np.ndarray, low_bits: int) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted keys and, for each, the start of its run of keys equal above the low bits."""
+    keys = np.sort(keys)
+    prefix = keys >> np.uint64(low_bits)
+    opens = np.ones(keys.size, dtype=bool)
+    opens[1:] = prefix[1:] != prefix[:-1]
+    return keys, np.flatnonzero(opens)
+
+
+def _top_share(units: minhash.Units, n: int, row_bits: int, word_chars: np.ndarray) -> np.ndarray:
+    """Per row: count x characters of its most frequent repeated n-gram, over its word characters."""
+    assert units.chars is not None
+    rows, hashes, start = _ngrams(units, n)
+    cumulative = np.concatenate([[0], np.cumsum(units.chars)])
+    chars = np.minimum(cumulative[start + n] - cumulative[start], _CHAR_CAP)
+    keys, first = _runs(_pack(rows, row_bits, hashes, chars, _CHAR_BITS), 0)
+    best = np.zeros(word_chars.size, dtype=np.int64)
+    if keys.size:
+        count = np.diff(np.append(first, keys.size))
+        distinct = keys[first]
+        chars = (distinct & np.uint64(_CHAR_CAP)).astype(np.int64)
+        score = np.where(count > 1, (count << _CHAR_BITS) | chars, 0)  # most frequent first, then longest
+        np.maximum.at(best, (distinct >> np.uint64(64 - row_bits)).astype(np.int64), score)
+    covered = (best >> _CHAR_BITS) * (best & _CHAR_CAP)
+    return np.minimum(np.divide(covered, word_chars, out=np.zeros(best.size), where=word_chars > 0), 1.0)
+
+
+def _dup_share(units: minhash.Units, n: int, row_bits: int, word_chars: np.ndarray) -> np.ndarray:
+    """Per row: share of word characters inside n-grams that occur more than once in the row."""
+    assert units.chars is not None
+    rows, hashes, start = _ngrams(units, n)
+    position_bits = max(1, int(units.values.size).bit_length())
+    keys, first = _runs(_pack(rows, row_bits, hashes, start, position_bits), position_bits)
+    size = np.diff(np.append(first, keys.size))
+    repeated = (keys[np.repeat(size > 1, size)] & np.uint64((1 << position_bits) - 1)).astype(np.int64)
+    depth = np.zeros(units.values.size + 1, dtype=np.int64)
+    np.add.at(depth, repeated, 1)
+    np.add.at(depth, repeated + n, -1)
+    covered = _segment_sum(units.chars * (np.cumsum(depth[:-1]) > 0), units)
+    return np.divide(covered, word_chars, out=np.zeros(word_chars.size), where=word_chars > 0)
+
+
+def _word_measures(texts: pl.Series, top_sizes: Sequence[int], dup_sizes: Sequence[int]) -> dict[str, np.ndarray]:
+    units = minhash.word_units(codepoints(texts), _SEED)
+    assert units.chars is not None
+    row_bits = max(1, int(texts.len()).bit_length())
+    word_chars = _segment_sum(units.chars, units).astype(np.float64)
+    out = {f"top_{n}gram_share": _top_share(units, n, row_bits, word_chars) for n in top_sizes}
+    out |= {f"dup_{n}gram_share": _dup_share(units, n, row_bits, word_chars) for n in dup_sizes}
+    return out
 
 
 def repetition_measures(texts: pl.Series, top_sizes: Sequence[int], dup_sizes: Sequence[int]) -> pl.DataFrame:
-    """One row per text: dup_line_frac, dup_line_char_frac, top_{n}gram_share, dup_{n}gram_share."""
+    """One row per text: dup_line_frac, dup_line_char_frac, top_{n}gram_share, dup_{n}gram_share.
+
+    Words are handled in chunks of about _CHUNK_CHARS characters (and at most _CHUNK_ROWS rows): arrays stay
+    small enough to reuse memory, and row and position numbers leave 30+ bits of each sort key for the hash.
+    """
     out = _line_measures(texts).drop("row")
-    units = minhash.word_units(codepoints(texts), _SEED)
-    assert units.chars is not None
-    rows = units.lengths.size
-    word_chars = _segment_sum(units.chars, units).astype(np.float64)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        for n in top_sizes:
-            keys, key_rows, start = _ngrams(units, n)
-            chars = np.cumsum(np.concatenate([[0], units.chars]))
-            top = (
-                pl.DataFrame({"key": keys, "row": key_rows, "chars": chars[start + n] - chars[start]})
-                .group_by("key")
-                .agg(pl.len().alias("count"), pl.col("row").first(), pl.col("chars").first())
-                .filter(pl.col("count") > 1)
-                .sort("row", "count", "chars", descending=[False, True, True])
-                .group_by("row", maintain_order=True)
-                .first()
-            )
-            covered = np.zeros(rows)
-            covered[top["row"].to_numpy()] = (top["count"] * top["chars"]).to_numpy()
-            share = np.minimum(np.where(word_chars > 0, covered / word_chars, 0.0), 1.0)
-            out = out.with_columns(pl.Series(f"top_{n}gram_share", share))
-        for n in dup_sizes:
-            keys, key_rows, start = _ngrams(units, n)
-            repeated = start[pl.Series(keys).is_duplicated().to_numpy()]
-            depth = np.zeros(units.values.size + 1, dtype=np.int64)
-            np.add.at(depth, repeated, 1)
-            np.add.at(depth, repeated + n, -1)
-            in_repeat = np.cumsum(depth[:-1]) > 0
-            covered = _segment_sum(units.chars * in_repeat, units)
-            share = np.where(word_chars > 0, covered / word_chars, 0.0)
-            out = out.with_columns(pl.Series(f"dup_{n}gram_share", share))
-    return out
+    lengths = texts.str.len_chars().fill_null(0).to_numpy().astype(np.int64)
+    bounds = [0]
+    while bounds[-1] < lengths.size:
+        start = bounds[-1]
+        fits = int(np.searchsorted(np.cumsum(lengths[start:]), _CHUNK_CHARS, side="right"))
+        bounds.append(min(lengths.size, start + min(max(fits, 1), _CHUNK_ROWS)))
+    parts = [_word_measures(texts[a:b], top_sizes, dup_sizes) for a, b in itertools.pairwise(bounds)]
+    names = [f"top_{n}gram_share" for n in top_sizes] + [f"dup_{n}gram_share" for n in dup_sizes]
+    return out.with_columns(
+        pl.Series(name, np.concatenate([p[name] for p in parts]) if parts else np.zeros(0)) for name in names
+    )
