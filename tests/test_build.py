@@ -162,7 +162,8 @@ def redtrans_root(tmp_path: Path, pairs: int = 120) -> Path:
 
     rng = random.Random(0)
     hanzi = "咖啡店好逛推荐打卡今天真的太绝了姐妹们冲呀周末去哪玩拍照出片宝藏小众氛围感拉满"
-    words = "cafe visit weekend photo vibe hidden gem sisters go now really worth trip city night".split()
+    words = ["cafe", "visit", "weekend", "photo", "vibe", "hidden", "gem", "sisters", "go", "now", "really",
+             "worth", "trip", "city", "night"]
     records = []
     for _ in range(pairs):  # random text: no template shared between records (decontamination would see one)
         zh = "".join(rng.choices(hanzi, k=30))
@@ -212,7 +213,7 @@ def test_a_record_duplicated_across_source_splits_is_a_rejected_leak(catalogue, 
     # not the same text, so not one group, but it contains an eval post: decontamination drops it
     decontaminated = result.rejects.filter(pl.col("step") == "decontaminate")
     assert json.loads(decontaminated["row"][0])["text"].endswith("，真的是这样吗")
-    assert decontaminated.height == 1 and "overlaps eval item cold_offensive_zh/" in decontaminated["reason"][0]
+    assert decontaminated.height == 1 and "overlaps eval item cold_" in decontaminated["reason"][0]
 
 
 def test_stage2_with_a_diagnosis_has_exactly_the_failure_samples(catalogue, tmp_path: Path) -> None:
@@ -340,3 +341,19 @@ def test_cpt_takes_raw_text_files_and_content_fields(catalogue, builds, tmp_path
     sns = builds["cpt"].train.filter(pl.col("origin") == "sns")
     texts = set(sns["text"])
     assert texts and not any("Answer:" in t or "帖子：" in t for t in texts)  # content, not task instructions
+
+
+def test_allocation_follows_temperature_and_caps() -> None:
+    from snsdata.build.sampling import allocate, draw
+
+    sizes = {"big": 900, "small": 100}
+    assert allocate(sizes, 100, 1.0, 1.0) == {"big": 90, "small": 10}  # natural proportions
+    flat = allocate(sizes, 100, 1e6, 1.0)
+    assert abs(flat["big"] - 50) <= 1 and sum(flat.values()) == 100  # high temperature: near uniform
+    capped = allocate(sizes, 1500, 1e6, 1.5)
+    assert capped == {"big": 1350, "small": 150}  # small hits 1.5x, the rest goes to big, which hits its cap too
+    assert allocate({"a": 0, "b": 10}, 5, 1.0, 3.0) == {"a": 0, "b": 5}
+    frame = pl.DataFrame({"task_id": ["t"] * 4, "record_id": list("abcd"), "_pinned": [False, True, False, False]})
+    copies = dict(draw(frame, 10, 0).select("record_id", "_copies").iter_rows())
+    assert sum(copies.values()) == 10 and set(copies.values()) == {2, 3} and copies["b"] == 3  # pinned first
+    assert dict(draw(frame, 1, 0).select("record_id", "_copies").iter_rows())["b"] == 1

@@ -83,6 +83,15 @@ def split_by_reason(frame: pl.LazyFrame, reason: pl.Expr, step: str) -> StepResu
     return StepResult(kept, rejected, annotated)
 
 
+def joined(*parts: str | pl.Expr) -> pl.Expr:
+    """Literal pieces and expressions (as text) joined into one String expression.
+
+    Used instead of `pl.format`, which panics in Polars 2.1's streaming engine on some filtered frames
+    ("assertion failed: i < self.len()" in binview), while concat_str does not.
+    """
+    return pl.concat_str([pl.lit(part) if isinstance(part, str) else part.cast(pl.String) for part in parts])
+
+
 def first_reason(reasons: list[pl.Expr | None]) -> pl.Expr:
     """The first non-null reason among several checks (None = check switched off), so a row is rejected for
     the first rule it breaks."""
@@ -97,7 +106,7 @@ def to_rejects(rejected: pl.LazyFrame, source: str) -> pl.LazyFrame:
     schema = rejected.collect_schema()
     data = user_columns(schema)
     task = pl.col("task_id").cast(pl.String) if "task_id" in schema else pl.lit(None, dtype=pl.String)
-    where = pl.format("{} row {}", pl.lit(source), pl.col(ROW)) if ROW in schema else pl.lit(source)
+    where = joined(f"{source} row ", pl.col(ROW)) if ROW in schema else pl.lit(source)
     row = pl.struct(data).struct.json_encode() if data else pl.lit("{}")
     return rejected.select(
         task.alias("task_id"),

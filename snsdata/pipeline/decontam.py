@@ -26,6 +26,7 @@ from snsdata.pipeline.base import (
     RuleConfig,
     StepResult,
     id_expr,
+    joined,
     null_text_reason,
     with_row_ids,
 )
@@ -113,9 +114,10 @@ def _grams(units: minhash.Units, n: int, whole_rows_only: bool) -> tuple[np.ndar
 
 def _reasons(hits: pl.Expr, family_names: str) -> pl.Expr:
     count = hits.list.len()
-    more = pl.when(count > 1).then(pl.format(" and {} more", count - 1)).otherwise(pl.lit(""))
-    return pl.when(count > 0).then(pl.format(f"overlaps eval item {{}}{{}} ({family_names} n-grams)",
-                                             hits.list.first(), more))
+    more = pl.when(count > 1).then(joined(" and ", count - 1, " more")).otherwise(pl.lit(""))
+    return pl.when(count > 0).then(
+        joined("overlaps eval item ", hits.list.first(), more, f" ({family_names} n-grams)")
+    )
 
 
 class Decontaminate(RuleConfig):

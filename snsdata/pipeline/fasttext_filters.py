@@ -23,7 +23,7 @@ import numpy as np
 import polars as pl
 from pydantic import Field
 
-from snsdata.pipeline.base import SCRATCH, RuleConfig, first_reason
+from snsdata.pipeline.base import SCRATCH, RuleConfig, first_reason, joined
 from snsdata.pipeline.rules import CJK, below
 
 _LABEL = "__label__"
@@ -72,15 +72,17 @@ def predict_language(texts: pl.Series, model_path: str | None = None) -> pl.Data
 
 
 class LangId(RuleConfig):
-    """Keep rows whose detected language is allowed, detected with at least `min_confidence`."""
+    """Keep rows whose detected language is allowed, detected with at least `min_confidence` (from the first
+    `max_chars` characters)."""
 
     step: Literal["langid"] = "langid"
     allowed: list[str] | None = None
     min_confidence: float = Field(default=0.5, ge=0, le=1)
     model: str | None = None
+    max_chars: int = Field(default=1000, ge=1)  # language is plain long before; very long rows cost the most
 
     def scratch(self, text: pl.Expr) -> pl.Expr:
-        return text.map_batches(
+        return text.str.slice(0, self.max_chars).map_batches(
             functools.partial(_language_struct, model_path=self.model),
             return_dtype=pl.Struct({"lang": pl.String, "confidence": pl.Float64}),
         )
@@ -93,7 +95,7 @@ class LangId(RuleConfig):
         if self.allowed is not None:
             allowed = ", ".join(self.allowed)
             checks.insert(0, pl.when(~lang.is_in(self.allowed)).then(
-                pl.format(f"lang {{}} ({{}}) not in [{allowed}]", lang, confidence.round(2))
+                joined("lang ", lang, " (", confidence.round(2), f") not in [{allowed}]")
             ))
         return first_reason(checks)
 

@@ -1,4 +1,6 @@
-"""Gopher repetition measures (Rae et al. 2021) for a batch of texts, on flat arrays instead of per-row lists.
+"""Repetition measures for a batch of texts, on flat arrays of code points instead of per-row lists.
+
+Gopher (Rae et al. 2021), in `repetition_measures`:
 
 Lines: share of non-empty lines that repeat an earlier line, and share of line characters in such lines.
 Words (whitespace tokens, a CJK character one word, after NFKC + casefold): for n in `top_sizes`, characters
@@ -9,15 +11,16 @@ of the most frequent repeated n-gram times its count over all word characters (c
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import polars as pl
 
 from snsdata.pipeline import minhash
-from snsdata.pipeline.textnorm import codepoints
+from snsdata.pipeline.textnorm import SEPARATOR, CodePoints, codepoints, is_space, raw_codepoints
 
 _SEED = 0x6095
+_MULT = np.uint64(0x9E3779B97F4A7C15)  # odd: Horner base for n-gram hashes over (already mixed) word hashes
 _CHAR_BITS = 12  # an n-gram's character count, capped at 4095, rides in the low bits of its sort key
 _CHAR_CAP = (1 << _CHAR_BITS) - 1
 _CHUNK_CHARS = 1 << 20
@@ -50,13 +53,24 @@ def _segment_sum(values: np.ndarray, units: minhash.Units) -> np.ndarray:
     return csum[units.starts + units.lengths] - csum[units.starts]
 
 
-def _ngrams(units: minhash.Units, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Every n-gram fully inside a row: its row, hash and flat index of its first word."""
-    hashes, counts = minhash.shingle_hashes(units, n, _SEED)
-    rows = np.repeat(np.arange(counts.size, dtype=np.int64), counts)
-    start = units.starts[rows] + np.arange(rows.size) - (np.cumsum(counts) - counts)[rows]
-    full = units.lengths[rows] >= n  # rows shorter than n have a padded stand-in, not an n-gram
-    return rows[full], hashes[full], start[full]
+def _ngrams(units: minhash.Units, sizes: Sequence[int]) -> Iterator[tuple[int, np.ndarray, np.ndarray, np.ndarray]]:
+    """For each n in `sizes`: (n, row, hash, flat index of the first word) of every n-gram inside a row.
+
+    One Horner pass per size grows the (n-1)-gram hashes of every position into n-gram hashes, so all sizes
+    together cost about as much as the largest alone.
+    """
+    values = units.values
+    spans = units.lengths + 1  # each row and its separator
+    row_of = np.repeat(np.arange(spans.size, dtype=np.int64), spans)
+    end_of = np.repeat(units.starts + units.lengths, spans)  # the separator closing each position's row
+    acc = values.copy()
+    wanted = set(sizes)
+    for n in range(1, max(sizes, default=0) + 1):
+        if n > 1:
+            acc = acc[: values.size - n + 1] * _MULT + values[n - 1 :]
+        if n in wanted:
+            start = np.flatnonzero(np.arange(acc.size) + (n - 1) < end_of[: acc.size])
+            yield n, row_of[start], acc[start], start
 
 
 def _pack(high: np.ndarray, high_bits: int, hashes: np.ndarray, low: np.ndarray, low_bits: int) -> np.ndarray:
@@ -75,10 +89,10 @@ def _runs(keys: np.ndarray, low_bits: int) -> tuple[np.ndarray, np.ndarray]:
     return keys, np.flatnonzero(opens)
 
 
-def _top_share(units: minhash.Units, n: int, row_bits: int, word_chars: np.ndarray) -> np.ndarray:
+def _top_share(units: minhash.Units, n: int, rows: np.ndarray, hashes: np.ndarray, start: np.ndarray,
+               row_bits: int, word_chars: np.ndarray) -> np.ndarray:
     """Per row: count x characters of its most frequent repeated n-gram, over its word characters."""
     assert units.chars is not None
-    rows, hashes, start = _ngrams(units, n)
     cumulative = np.concatenate([[0], np.cumsum(units.chars)])
     chars = np.minimum(cumulative[start + n] - cumulative[start], _CHAR_CAP)
     keys, first = _runs(_pack(rows, row_bits, hashes, chars, _CHAR_BITS), 0)
@@ -93,10 +107,10 @@ def _top_share(units: minhash.Units, n: int, row_bits: int, word_chars: np.ndarr
     return np.minimum(np.divide(covered, word_chars, out=np.zeros(best.size), where=word_chars > 0), 1.0)
 
 
-def _dup_share(units: minhash.Units, n: int, row_bits: int, word_chars: np.ndarray) -> np.ndarray:
+def _dup_share(units: minhash.Units, n: int, rows: np.ndarray, hashes: np.ndarray, start: np.ndarray,
+               row_bits: int, word_chars: np.ndarray) -> np.ndarray:
     """Per row: share of word characters inside n-grams that occur more than once in the row."""
     assert units.chars is not None
-    rows, hashes, start = _ngrams(units, n)
     position_bits = max(1, int(units.values.size).bit_length())
     keys, first = _runs(_pack(rows, row_bits, hashes, start, position_bits), position_bits)
     size = np.diff(np.append(first, keys.size))
@@ -113,8 +127,12 @@ def _word_measures(texts: pl.Series, top_sizes: Sequence[int], dup_sizes: Sequen
     assert units.chars is not None
     row_bits = max(1, int(texts.len()).bit_length())
     word_chars = _segment_sum(units.chars, units).astype(np.float64)
-    out = {f"top_{n}gram_share": _top_share(units, n, row_bits, word_chars) for n in top_sizes}
-    out |= {f"dup_{n}gram_share": _dup_share(units, n, row_bits, word_chars) for n in dup_sizes}
+    out = {}
+    for n, rows, hashes, start in _ngrams(units, [*top_sizes, *dup_sizes]):
+        if n in top_sizes:
+            out[f"top_{n}gram_share"] = _top_share(units, n, rows, hashes, start, row_bits, word_chars)
+        if n in dup_sizes:
+            out[f"dup_{n}gram_share"] = _dup_share(units, n, rows, hashes, start, row_bits, word_chars)
     return out
 
 
@@ -136,3 +154,39 @@ def repetition_measures(texts: pl.Series, top_sizes: Sequence[int], dup_sizes: S
     return out.with_columns(
         pl.Series(name, np.concatenate([p[name] for p in parts]) if parts else np.zeros(0)) for name in names
     )
+
+
+def _visible(texts: pl.Series) -> tuple[CodePoints, np.ndarray]:
+    """Raw code points without whitespace (rows still end in a separator), and each row's character count."""
+    cps = raw_codepoints(texts)
+    cp = cps.cp[~is_space(cps.cp)]
+    seps = np.flatnonzero(cp == SEPARATOR)
+    starts = np.zeros(seps.size, dtype=np.int64)
+    starts[1:] = seps[:-1] + 1
+    return CodePoints(cp, starts, seps - starts), seps - starts
+
+
+def distinct_characters(texts: pl.Series) -> pl.Series:
+    """Number of different non-whitespace characters in each text (one sort of (row, character) keys)."""
+    cps, lengths = _visible(texts)
+    keep = cps.cp != SEPARATOR
+    rows = np.repeat(np.arange(lengths.size, dtype=np.uint64), lengths + 1)[keep]
+    keys = np.unique((rows << np.uint64(21)) | cps.cp[keep].astype(np.uint64))
+    counts = np.bincount((keys >> np.uint64(21)).astype(np.int64), minlength=lengths.size)
+    return pl.Series(texts.name, counts, dtype=pl.Int64)
+
+
+def flood_share(texts: pl.Series, min_run: int) -> pl.Series:
+    """Share of each text's non-whitespace characters in runs of one character at least `min_run` long."""
+    cps, lengths = _visible(texts)
+    cp = cps.cp
+    opens = np.ones(cp.size, dtype=bool)
+    opens[1:] = cp[1:] != cp[:-1]
+    first = np.flatnonzero(opens)
+    run = np.diff(np.append(first, cp.size))
+    flooded = np.where((run >= min_run) & (cp[first] != SEPARATOR), run, 0)
+    per_char = np.repeat(flooded, run)  # every character carries its run's flooded length (0 if short)
+    csum = np.concatenate([[0], np.cumsum(per_char > 0)])
+    in_floods = csum[cps.starts + cps.lengths] - csum[cps.starts]
+    share = np.divide(in_floods, lengths, out=np.zeros(lengths.size), where=lengths > 0)
+    return pl.Series(texts.name, share, dtype=pl.Float64)

@@ -13,8 +13,8 @@ from typing import ClassVar, Literal
 import polars as pl
 from pydantic import Field, model_validator
 
-from snsdata.pipeline.base import SCRATCH, RuleConfig, first_reason
-from snsdata.pipeline.repetition import repetition_measures
+from snsdata.pipeline.base import SCRATCH, RuleConfig, first_reason, joined
+from snsdata.pipeline.repetition import distinct_characters, flood_share, repetition_measures
 
 # Scripts written without spaces: each character counts as a word.
 CJK = r"\p{Han}\p{Hiragana}\p{Katakana}\p{Hangul}"
@@ -48,28 +48,28 @@ def above(name: str, value: pl.Expr, limit: float | None) -> pl.Expr | None:
     """Reason when value > limit (None when the check is off)."""
     if limit is None:
         return None
-    return pl.when(value > limit).then(pl.format(f"{name} {{}} > {limit:.2f}", value.round(2)))
+    return pl.when(value > limit).then(joined(f"{name} ", value.round(2), f" > {limit:.2f}"))
 
 
 def below(name: str, value: pl.Expr, limit: float | None) -> pl.Expr | None:
     """Reason when value < limit (None when the check is off)."""
     if limit is None:
         return None
-    return pl.when(value < limit).then(pl.format(f"{name} {{}} < {limit:.2f}", value.round(2)))
+    return pl.when(value < limit).then(joined(f"{name} ", value.round(2), f" < {limit:.2f}"))
 
 
 def count_above(name: str, value: pl.Expr, limit: int | None) -> pl.Expr | None:
     """Reason when a count exceeds limit."""
     if limit is None:
         return None
-    return pl.when(value > limit).then(pl.format(f"{name} {{}} > {limit}", value))
+    return pl.when(value > limit).then(joined(f"{name} ", value, f" > {limit}"))
 
 
 def count_below(name: str, value: pl.Expr, limit: int | None) -> pl.Expr | None:
     """Reason when a count is under limit."""
     if limit is None:
         return None
-    return pl.when(value < limit).then(pl.format(f"{name} {{}} < {limit}", value))
+    return pl.when(value < limit).then(joined(f"{name} ", value, f" < {limit}"))
 
 
 class Length(RuleConfig):
@@ -247,33 +247,35 @@ class BlockWords(RuleConfig):
         words = [w.lower() for w in self.words] if self.ignore_case else self.words
         haystack = text.str.to_lowercase() if self.ignore_case else text
         hit = haystack.str.extract_many(words).list.first()
-        return pl.when(hit.is_not_null()).then(pl.format("block word '{}'", hit))
+        return pl.when(hit.is_not_null()).then(joined("block word '", hit, "'"))
 
 
 class DistinctChars(RuleConfig):
-    """Too few different characters to be language ("....", "aaaa bbbb")."""
+    """Too few different characters to be language ("....", "aaaa bbbb"); whitespace does not count."""
 
     step: Literal["distinct_chars"] = "distinct_chars"
     min: int = Field(default=4, ge=1)
 
+    def scratch(self, text: pl.Expr) -> pl.Expr:
+        return text.map_batches(distinct_characters, return_dtype=pl.Int64)
+
     def reason(self, text: pl.Expr) -> pl.Expr:
-        distinct = text.str.replace_all(r"\s", "").str.split("").list.n_unique()
-        return first_reason([count_below("distinct_chars", distinct, self.min)])
+        return first_reason([count_below("distinct_chars", pl.col(SCRATCH), self.min)])
 
 
 class CharFlood(RuleConfig):
     """Repeated-character floods ("哈哈哈哈哈哈哈哈", "!!!!!!!!"): share of visible characters in runs of one
-    character at least `min_run` long."""
+    character at least `min_run` long (whitespace ignored, so "哈 哈 哈" is one run)."""
 
     step: Literal["char_flood"] = "char_flood"
     min_run: int = Field(default=6, ge=2)
     max_share: float = Field(default=0.5, ge=0, le=1)
 
+    def scratch(self, text: pl.Expr) -> pl.Expr:
+        return text.map_batches(partial(flood_share, min_run=self.min_run), return_dtype=pl.Float64)
+
     def reason(self, text: pl.Expr) -> pl.Expr:
-        runs = text.str.replace_all(r"\s", "").str.split("").list.eval(pl.element().rle().struct.field("len"))
-        flooded = runs.list.eval(pl.element().filter(pl.element() >= self.min_run).sum()).list.first()
-        value = share(flooded.fill_null(0), visible_chars(text))
-        return first_reason([above(f"char_flood(run>={self.min_run})", value, self.max_share)])
+        return first_reason([above(f"char_flood(run>={self.min_run})", pl.col(SCRATCH), self.max_share)])
 
 
 class TagsOnly(RuleConfig):
@@ -289,7 +291,7 @@ class TagsOnly(RuleConfig):
             rest = rest.str.replace_all(pattern, "")
         content = visible_chars(rest)
         return pl.when(content < self.min_content_chars).then(
-            pl.format(f"content_chars {{}} < {self.min_content_chars} (only tags, mentions, links, emoji)", content)
+            joined("content_chars ", content, f" < {self.min_content_chars} (only tags, mentions, links, emoji)")
         )
 
 

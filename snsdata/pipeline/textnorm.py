@@ -47,6 +47,7 @@ class _Tables:
     width: np.ndarray  # uint8
     tail_offset: np.ndarray  # int64
     tails: np.ndarray  # uint32
+    space: np.ndarray  # bool: str.isspace (and NUL)
 
 
 @functools.cache
@@ -57,6 +58,7 @@ def _tables() -> _Tables:
     width = np.ones(_UNICODE_SIZE, dtype=np.uint8)
     tail_offset = np.zeros(_UNICODE_SIZE, dtype=np.int64)
     tails: list[int] = []
+    space = np.zeros(_UNICODE_SIZE, dtype=bool)
     for c in range(_TABLE_LIMIT):
         ch = chr(c)
         mapped = unicodedata.normalize("NFKC", ch).casefold()
@@ -71,15 +73,17 @@ def _tables() -> _Tables:
             tails.extend(ord(m) for m in mapped[1:])
         if mapped:
             image[c] = _SPACE if mapped.isspace() else ord(mapped[0])
+        space[c] = ch.isspace()
         decomposition = unicodedata.decomposition(ch)
         if decomposition and not decomposition.startswith("<"):
             parts = decomposition.split()
             if len(parts) == 2:  # the second half of a canonical pair composes with what precedes it
                 flags[int(parts[1], 16)] |= _SLOW
     image[0] = _SPACE  # NUL is no character of text; treating it as space keeps it out of the way
+    space[0] = True
     flags[0x1161:0x1176] |= _SLOW  # Hangul vowel and trailing jamo compose algorithmically
     flags[0x11A8:0x11C3] |= _SLOW
-    return _Tables(image, flags, width, tail_offset, np.asarray(tails, dtype=np.uint32))
+    return _Tables(image, flags, width, tail_offset, np.asarray(tails, dtype=np.uint32), space)
 
 
 @functools.cache
@@ -106,6 +110,20 @@ def _starts(lengths: np.ndarray) -> np.ndarray:
 
 def _encode(text: str) -> np.ndarray:
     return np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
+
+
+def raw_codepoints(texts: pl.Series) -> CodePoints:
+    """The text as it is, as flat code points with a separator after each row (nulls become empty rows)."""
+    lengths = texts.str.len_chars().fill_null(0).to_numpy().astype(np.int64)
+    cp = _encode("\0".join(texts.fill_null("").to_list()) + "\0").copy()
+    ends = np.cumsum(lengths + 1) - 1
+    cp[ends] = SEPARATOR
+    return CodePoints(cp, ends - lengths, lengths)
+
+
+def is_space(cp: np.ndarray) -> np.ndarray:
+    """Whitespace code points (as str.isspace), separators excluded."""
+    return _tables().space[np.minimum(cp, SEPARATOR - 1)] & (cp != SEPARATOR)
 
 
 def codepoints(texts: pl.Series) -> CodePoints:
