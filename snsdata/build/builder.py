@@ -1,0 +1,703 @@
+"""One stage's dataset from a mixture: read, split, filter, render, target, balance, sample, format, write.
+
+The order matters and is fixed: splits come before any filter so that decontamination knows every eval record;
+rendering uses the split seed (not the sampling seed), so a record's prompt is the same in every stage and
+soft labels keyed by prompt hash find it; sampling comes last, so quotas count rows that can really be used.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from snsdata.build import steps as pipeline_steps
+from snsdata.build.formats import (
+    COLUMNS,
+    KEYS,
+    PAIR_COLUMNS,
+    add_rejected,
+    cpt_text,
+    field_columns,
+    format_rows,
+    prompt_hash,
+    render_frame,
+)
+from snsdata.build.inputs import Diagnosis, SoftLabels, read_diagnosis, read_soft_labels, sha256_file
+from snsdata.build.keys import hash_hex, hash_u64
+from snsdata.build.ledger import Ledger
+from snsdata.build.sampling import allocate, balance, draw
+from snsdata.build.splits import EVAL, LEAK, TRAIN, assign_splits
+from snsdata.readers import DataNotFound, SourceError, data_found, default_data_root, read_task
+from snsdata.spec import SpecError, TaskSpec, load_catalogue
+from snsdata.spec.mixture import (
+    EMPTY_TARGET,
+    Component,
+    Mixture,
+    check_against_catalogue,
+    load_mixture,
+    origin_of,
+)
+from snsdata.spec.models import GeneratedSource
+
+
+class BuildError(ValueError):
+    """A build that cannot run as asked (a named task without data, a bad input file); says what to do."""
+
+
+@dataclass
+class Reporter:
+    """Terminal lines and progress bars (silent without a console)."""
+
+    console: Console | None = None
+    lines: list[str] = field(default_factory=list)
+
+    def say(self, message: str, style: str = "") -> None:
+        self.lines.append(message)
+        if self.console is not None:
+            self.console.print(message, style=style or None, markup=False, highlight=False, soft_wrap=True)
+
+    def progress(self) -> Progress:
+        return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                        console=self.console, transient=True,
+                        disable=self.console is None or not self.console.is_terminal)
+
+
+@dataclass
+class Targeting:
+    """Stage 2's weak tasks and failure samples, and where they came from."""
+
+    weak_tasks: list[str]
+    failures: dict[str, list[str]]
+    source: str
+    weight: float
+
+
+@dataclass
+class Prepared:
+    """A mixture read, split, filtered and (where needed) rendered: per task rows with `_split`, `_pinned` and,
+    once rendered, `_prompt`, `_target`; raw-text rows apart. The build adds targets, samples and formats."""
+
+    mixture: Mixture
+    specs: dict[str, TaskSpec]
+    plan: dict[str, Component]
+    frames: dict[str, pl.DataFrame]
+    raw: dict[str, pl.DataFrame]
+    ledger: Ledger
+    targeting: Targeting | None
+    skipped: list[dict[str, str]]
+    inputs: dict[str, Any]
+    steps: pipeline_steps.StepPlan
+
+
+def _plan(mixture: Mixture, specs: dict[str, TaskSpec], root: Path, weak: list[str],
+          report: Reporter) -> tuple[dict[str, Component], list[dict[str, str]]]:
+    """Each task goes to the first component that selects it; tasks without data are skipped unless named."""
+    plan: dict[str, Component] = {}
+    skipped = []
+    for component in mixture.components:
+        if component.select is None:
+            continue
+        for task_id, spec in specs.items():
+            if task_id in plan or not component.select.matches(spec, weak):
+                continue
+            if not data_found(spec, root):
+                if task_id in component.select.ids:
+                    raise BuildError(f"{mixture.name}: component {component.name!r} names task {task_id}, whose "
+                                     f"data is not under {root}; point --data-root at it (`snsdata tasks list "
+                                     f"--data-root DIR` shows what is found)")
+                skipped.append({"task_id": task_id, "component": component.name,
+                                "reason": f"data not under the data root ({spec.source.availability})"})
+                continue
+            plan[task_id] = component
+    if skipped:
+        by_kind: dict[str, int] = {}
+        for item in skipped:
+            kind = specs[item["task_id"]].source.availability
+            by_kind[kind] = by_kind.get(kind, 0) + 1
+        listed = ", ".join(f"{count} {kind}" for kind, count in sorted(by_kind.items()))
+        report.say(f"skip {len(skipped)} task(s) whose data is not under {root} ({listed}; ids in the manifest's "
+                   "`skipped`; `snsdata tasks list --data-root DIR` shows what a folder holds)", "yellow")
+    return plan, skipped
+
+
+def _targeting(mixture: Mixture, diagnosis: Path | None, specs: dict[str, TaskSpec],
+               report: Reporter) -> Targeting | None:
+    if mixture.targeted is None:
+        if diagnosis is not None:
+            raise BuildError(f"{mixture.name} has no `targeted` block: --diagnosis applies to stage 2 mixtures")
+        return None
+    if diagnosis is None:
+        report.say(f"no --diagnosis: targeting the default weak tasks of {mixture.name} "
+                   f"({', '.join(mixture.targeted.default_weak_tasks)}), with no failure samples", "yellow")
+        return Targeting(sorted(mixture.targeted.default_weak_tasks), {}, "default", mixture.targeted.failure_weight)
+    found: Diagnosis = read_diagnosis(diagnosis, set(specs))
+    report.say(f"diagnosis {diagnosis}: weak tasks {', '.join(found.weak_tasks) or '(none)'}")
+    return Targeting(found.weak_tasks, {t: ids for t, ids in found.failures.items() if t in found.weak_tasks},
+                     "diagnosis", mixture.targeted.failure_weight)
+
+
+def _cap(frame: pl.DataFrame, limit: int | None, seed: int) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """At most `limit` records of a task (seeded by record id), for quick builds; the rest are returned apart."""
+    if limit is None or frame.height <= limit:
+        return frame, frame.clear()
+    ranked = frame.with_columns(_pinned=pl.lit(False))
+    ranked = draw(ranked, limit, seed).drop("_pinned")
+    return ranked.filter(pl.col("_copies") > 0).drop("_copies"), ranked.filter(pl.col("_copies") == 0).drop("_copies")
+
+
+def _read(specs: dict[str, TaskSpec], root: Path, plan: dict[str, Component], ledger: Ledger,
+          max_per_task: int | None, split_seed: int, report: Reporter) -> tuple[dict[str, pl.DataFrame], dict]:
+    """Read every task with data (selected ones are counted; the others only serve splits and decontamination)."""
+    frames, files = {}, {}
+    available = [s for s in specs.values() if data_found(s, root)]
+    with report.progress() as progress:
+        bar = progress.add_task("read", total=len(available))
+        for spec in available:
+            progress.update(bar, description=f"read {spec.id}")
+            try:
+                frame, rejects, counts = _read_task(spec, root)
+            except (DataNotFound, SourceError) as exc:
+                if spec.id in plan:
+                    raise BuildError(str(exc)) from None
+                report.say(f"cannot read {spec.id} (not in this mixture; its records take no part in splits or "
+                           f"decontamination): {exc}", "yellow")
+                progress.advance(bar)
+                continue
+            frame, over = _cap(frame, max_per_task, split_seed)
+            frames[spec.id] = frame
+            if spec.id in plan:
+                ledger.count(spec.id, "read", sum(c["read"] for c in counts.values()))
+                ledger.count(spec.id, "excluded", sum(c["excluded"] for c in counts.values()))
+                ledger.add_prepared(rejects)
+                ledger.count(spec.id, "parsed", frame.height + over.height)
+                ledger.add("limit", over, f"over --max-per-task {max_per_task}")
+                ledger.count(spec.id, "limit", frame.height)
+                files[spec.id] = _input_files(spec, root)
+            progress.advance(bar)
+    return frames, files
+
+
+_READ_CACHE: dict[tuple[Any, ...], tuple[pl.DataFrame, pl.DataFrame, dict[str, dict[str, int]]]] = {}
+_READ_CACHE_SIZE = 64
+
+
+def _read_task(spec: TaskSpec, root: Path) -> tuple[pl.DataFrame, pl.DataFrame, dict[str, dict[str, int]]]:
+    """`read_task`, collected, and kept for the life of the process while the files are unchanged.
+
+    A build reads every task of the catalogue (splits and decontamination need them all), so repeated builds in
+    one process (tests, the loop) would otherwise re-read the same files.
+    """
+    stamps = []
+    for rel in _source_paths(spec):
+        stat = (root / rel).stat() if (root / rel).is_file() else None
+        stamps.append((rel, stat.st_size, stat.st_mtime_ns) if stat else (rel, None, None))
+    key = (spec.model_dump_json(), str(root.resolve()), tuple(stamps))
+    if key not in _READ_CACHE:
+        result = read_task(spec, root)
+        if len(_READ_CACHE) >= _READ_CACHE_SIZE:
+            _READ_CACHE.pop(next(iter(_READ_CACHE)))
+        _READ_CACHE[key] = (result.frame.collect(), result.rejects, result.counts)
+    return _READ_CACHE[key]
+
+
+def _source_paths(spec: TaskSpec) -> list[str]:
+    """Every file a task reads, relative to the data root (none for generated sources)."""
+    source = spec.source
+    if isinstance(source, GeneratedSource):
+        return []
+    paths = set()
+    for value in source.splits.values():
+        for rel in [value] if isinstance(value, str) else value:
+            if source.reader == "tweeteval":
+                paths.update({f"{rel}_text.txt", f"{rel}_labels.txt"})
+            else:
+                paths.add(rel)
+    for label_map in source.label_maps.values():
+        if label_map.file:
+            paths.add(label_map.file)
+    return sorted(paths)
+
+
+def _input_files(spec: TaskSpec, root: Path) -> list[dict[str, str]] | dict[str, Any]:
+    source = spec.source
+    if isinstance(source, GeneratedSource):
+        return {"generator": source.generator, "params": source.params, "splits": source.splits}
+    return [{"path": rel, "sha256": sha256_file(root / rel)} for rel in _source_paths(spec)]
+
+
+def _raw_rows(mixture: Mixture, root: Path, ledger: Ledger, report: Reporter) -> tuple[dict[str, pl.DataFrame], list]:
+    """Raw-text components: documents from files under the data root (a missing file is skipped, said so)."""
+    out, files = {}, []
+    for component in mixture.components:
+        if component.raw is None:
+            continue
+        task_id = f"raw_{component.name}"
+        texts: list[str] = []
+        for rel in component.raw.paths:
+            path = root / rel
+            if not path.is_file():
+                report.say(f"skip raw text {rel}: not under {root}", "yellow")
+                continue
+            files.append({"path": rel, "sha256": sha256_file(path)})
+            if component.raw.format == "txt":
+                texts.extend(line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip())
+            else:
+                frame = pl.read_ndjson(path) if component.raw.format == "jsonl" else pl.read_parquet(path)
+                texts.extend(t for t in frame[component.raw.field].cast(pl.String).to_list() if t and t.strip())
+        frame = pl.DataFrame({"text": texts}, schema={"text": pl.String}).with_columns(
+            task_id=pl.lit(task_id), split=pl.lit(TRAIN))
+        ids = hash_hex(frame["text"], f"{task_id}\x1f")
+        repeat = pl.col("record_id").cum_count().over("record_id") - 1
+        frame = frame.with_columns(record_id=ids).with_columns(
+            record_id=pl.when(repeat > 0).then(pl.format("{}-{}", "record_id", repeat)).otherwise("record_id"),
+        ).select("task_id", "record_id", "split", "text")
+        ledger.count(task_id, "read", frame.height)
+        ledger.count(task_id, "excluded", 0)
+        out[task_id] = frame.with_columns(_split=pl.lit(TRAIN))
+    return out, files
+
+
+def _apply_splits(frames: dict[str, pl.DataFrame], assigned: pl.DataFrame, plan: dict[str, Component],
+                  ledger: Ledger) -> dict[str, pl.DataFrame]:
+    out = {}
+    for task_id in sorted(plan):
+        frame = frames.get(task_id)
+        if frame is None:
+            continue
+        joined = frame.join(assigned.select("task_id", "record_id", _split="split", _leak_of="leak_of"),
+                            on=["task_id", "record_id"], how="left")
+        leaks = joined.filter(pl.col("_split") == LEAK)
+        ledger.add("split", leaks, pl.format("shares content with eval record {}", pl.col("_leak_of")),
+                   duplicate_of=pl.col("_leak_of"))
+        kept = joined.filter(pl.col("_split") != LEAK).drop("_leak_of")
+        ledger.count(task_id, "split", kept.height)
+        ledger.count(task_id, "split_train", kept.filter(pl.col("_split") == TRAIN).height)
+        ledger.count(task_id, "split_eval", kept.filter(pl.col("_split") == EVAL).height)
+        out[task_id] = kept
+    return out
+
+
+def _render(frames: dict[str, pl.DataFrame], specs: dict[str, TaskSpec], ledger: Ledger, seed: int,
+            report: Reporter, pools: dict[str, pl.DataFrame] | None = None,
+            step: str = "render") -> dict[str, pl.DataFrame]:
+    """Add `_prompt` and `_target` to the given rows; rows that fail to render go to rejects (step `render`).
+
+    Few-shot examples come from the task's train records in `pools` (default: the rows themselves), so rows drawn
+    late are rendered exactly as they would have been early.
+    """
+    out = {}
+    with report.progress() as progress:
+        bar = progress.add_task("render", total=sum(f.height for f in frames.values()))
+        for task_id, frame in frames.items():
+            spec = specs[task_id]
+            progress.update(bar, description=f"render {task_id}")
+            pool = None
+            if spec.prompt.few_shot.split:
+                source = (pools or frames)[task_id]
+                pool = source.filter((pl.col("split") == spec.prompt.few_shot.split)
+                                     & (pl.col("_split") == TRAIN)).select(*KEYS, *field_columns(source)).to_dicts()
+            rendered, failed = render_frame(spec, frame, pool, seed)
+            ledger.add("render", failed, pl.col("_reason"))
+            ledger.count(task_id, step, rendered.height)
+            out[task_id] = rendered
+            progress.advance(bar, frame.height)
+    return out
+
+
+def _early_render(mix: Mixture, plan: dict[str, Component], specs: dict[str, TaskSpec]) -> set[str]:
+    """Tasks whose prompts or golds are needed before sampling; the others are rendered only where drawn.
+
+    DPO pairs, empty-gold balancing, soft labels (matched by prompt hash) and CPT documents made of prompt + gold
+    read the rendering; everything else waits, so a build renders the rows it writes, not every row it read.
+    """
+    early = set()
+    for task_id, component in plan.items():
+        spec = specs[task_id]
+        rule = next((r for r in mix.balance if r.select.matches(spec)), None)
+        if (mix.format == "dpo" or component.target == "soft_label" or (rule and rule.by == EMPTY_TARGET)
+                or (mix.format == "cpt" and not component.text_fields)):
+            early.add(task_id)
+    return early
+
+
+def prepare(mixture: Mixture | str | Path, *, data_root: str | Path | None = None,
+            max_per_task: int | None = None, diagnosis: str | Path | None = None,
+            catalogue: dict[str, TaskSpec] | None = None, console: Console | None = None) -> Prepared:
+    """Read, split, filter and render every record of the mixture's tasks (what does not depend on the sampling
+    seed): per task `_split`, `_prompt`, `_target`. `snsdata.loop` matches predictions and soft labels against it.
+    """
+    mix = mixture if isinstance(mixture, Mixture) else load_mixture(mixture)
+    return _prepare(mix, data_root, max_per_task, diagnosis, catalogue, Reporter(console), render_all=True)
+
+
+def _prepare(mix: Mixture, data_root: str | Path | None, max_per_task: int | None, diagnosis: str | Path | None,
+             catalogue: dict[str, TaskSpec] | None, report: Reporter, render_all: bool) -> Prepared:
+    specs = catalogue if catalogue is not None else load_catalogue()
+    issues = check_against_catalogue(mix, specs)
+    if issues:
+        raise SpecError(issues)
+    steps = pipeline_steps.plan_steps(mix)
+    root = Path(data_root) if data_root is not None else default_data_root()
+    targeting = _targeting(mix, Path(diagnosis) if diagnosis else None, specs, report)
+    plan, skipped = _plan(mix, specs, root, targeting.weak_tasks if targeting else [], report)
+    ledger = Ledger()
+    all_frames, files = _read(specs, root, plan, ledger, max_per_task, mix.splits.seed, report)
+    assigned = assign_splits(all_frames, specs, mix.splits)
+    frames = _apply_splits(all_frames, assigned, plan, ledger)
+    raw, raw_files = _raw_rows(mix, root, ledger, report)
+    if any(s.step == pipeline_steps.DECONTAMINATE for s in steps.record):
+        pipeline_steps.attach_reference(steps, _eval_reference(all_frames, assigned, specs))
+    if mix.format != "cpt":  # CPT runs its steps over documents (`build`)
+        frames = pipeline_steps.run_record_steps(steps, frames, ledger, report)
+    early = set(frames) if render_all else _early_render(mix, plan, specs)
+    frames |= _render({t: f for t, f in frames.items() if t in early}, specs, ledger, mix.splits.seed, report)
+    frames = {t: f.with_columns(_pinned=pl.lit(False)) for t, f in frames.items()}
+    inputs = {"data_root": str(root), "tasks": {t: files[t] for t in sorted(files)}, "raw_text": raw_files}
+    return Prepared(mix, specs, plan, frames, raw, ledger, targeting, skipped, inputs, steps)
+
+
+def _eval_reference(frames: dict[str, pl.DataFrame], assigned: pl.DataFrame,
+                    specs: dict[str, TaskSpec]) -> pl.DataFrame:
+    """Every eval record of every task with data (not only the mixture's): what training rows must not contain.
+
+    Generated tasks are left out: their eval records are disjoint from their train records by construction, and
+    their question templates (a fixed sentence around new numbers) would match every train record of the task.
+    """
+    parts = []
+    evals = assigned.filter(pl.col("split") == EVAL).select("task_id", "record_id")
+    for task_id in sorted(t for t in frames if not isinstance(specs[t].source, GeneratedSource)):
+        frame = pipeline_steps.with_text(frames[task_id]).join(evals, on=["task_id", "record_id"], how="semi")
+        if not frame.is_empty():
+            parts.append(frame.select("task_id", "record_id", "_text"))
+    if not parts:
+        return pl.DataFrame(schema={"task_id": pl.String, "record_id": pl.String, "_text": pl.String})
+    return pl.concat(parts)
+
+
+def soft_label_prompts(prepared: Prepared) -> pl.DataFrame:
+    """Train rows of the mixture's soft-label components: `task_id, record_id, prompt_hash, prompt`.
+
+    These are the prompts whose stage-1 answers stage 2 trains on; a soft-label file should cover all of them.
+    """
+    parts = []
+    for task_id, frame in prepared.frames.items():
+        if prepared.plan[task_id].target != "soft_label":
+            continue
+        train = frame.filter(pl.col("_split") == TRAIN)
+        hashes = pl.Series("prompt_hash", [prompt_hash(p) for p in train["_prompt"].to_list()], dtype=pl.String)
+        parts.append(train.select("task_id", "record_id", hashes, prompt="_prompt"))
+    if not parts:
+        return pl.DataFrame(schema={"task_id": pl.String, "record_id": pl.String, "prompt_hash": pl.String,
+                                    "prompt": COLUMNS["rl"]["prompt"]})
+    return pl.concat(parts).sort("task_id", "record_id")
+
+
+def _sft_targets(prepared: Prepared, soft: SoftLabels | None, report: Reporter) -> list[str]:
+    """SFT columns `_completion`, `_target_kind`, `_weight`, `_pinned`: gold, soft label or failure sample."""
+    fallbacks = []
+    targeting = prepared.targeting
+    soft_tasks = [t for t in prepared.frames if prepared.plan[t].target == "soft_label"]
+    if soft_tasks and soft is None:
+        message = (f"no --soft-labels: the general data of {prepared.mixture.name} ({', '.join(soft_tasks)}) "
+                   "trains on reference answers instead of the stage-1 model's own answers")
+        report.say(message, "yellow")
+        fallbacks.append(message)
+    for task_id, frame in prepared.frames.items():
+        failures = (targeting.failures.get(task_id, []) if targeting else [])
+        failed = pl.col("record_id").is_in(failures) & (pl.col("_split") == TRAIN)
+        frame = frame.with_columns(
+            _pinned=failed,
+            _target_kind=pl.when(failed).then(pl.lit("failure_sample")).otherwise(pl.lit("gold")),
+            _weight=pl.when(failed).then(pl.lit(targeting.weight if targeting else 1.0)).otherwise(pl.lit(1.0)),
+            _completion=pl.lit(None, dtype=pl.String),
+        )
+        if task_id in soft_tasks and soft is not None:
+            frame = _join_soft(frame, soft, prepared.ledger)
+        prepared.frames[task_id] = frame
+        prepared.ledger.count(task_id, "target", frame.height)
+    if targeting and targeting.source == "default":
+        fallbacks.append(f"no --diagnosis: default weak tasks {', '.join(targeting.weak_tasks)}, no failure samples")
+    return fallbacks
+
+
+def _join_soft(frame: pl.DataFrame, soft: SoftLabels, ledger: Ledger) -> pl.DataFrame:
+    """Train rows take the soft label of their record (or of their prompt hash); rows without one are rejected."""
+    hashes = pl.Series("_prompt_hash", [prompt_hash(p) for p in frame["_prompt"].to_list()], dtype=pl.String)
+    joined = (frame.with_columns(hashes)
+              .join(soft.by_record, on=["task_id", "record_id"], how="left")
+              .join(soft.by_prompt, left_on=["task_id", "_prompt_hash"], right_on=["task_id", "prompt_hash"],
+                    how="left")
+              .with_columns(_soft=pl.coalesce("_soft", "_soft_by_prompt")).drop("_soft_by_prompt", "_prompt_hash"))
+    train = pl.col("_split") == TRAIN
+    missing = joined.filter(train & pl.col("_soft").is_null())
+    ledger.add("soft_label", missing, f"no usable soft label for this record in {soft.path.name}")
+    labelled = train & pl.col("_soft").is_not_null()
+    return joined.filter(~train | pl.col("_soft").is_not_null()).with_columns(
+        _completion=pl.when(labelled).then(pl.col("_soft")),
+        _target_kind=pl.when(labelled).then(pl.lit("soft_label")).otherwise(pl.col("_target_kind")),
+    ).drop("_soft")
+
+
+def _dpo_pairs(prepared: Prepared, seed: int) -> None:
+    for task_id, frame in prepared.frames.items():
+        paired, unpaired = add_rejected(prepared.specs[task_id], frame, seed)
+        prepared.ledger.add("pairs", unpaired, pl.col("_reason"))
+        prepared.frames[task_id] = paired.with_columns(_pinned=pl.lit(False))
+        prepared.ledger.count(task_id, "pairs", paired.height)
+
+
+def _documents(prepared: Prepared) -> None:
+    """CPT: each record's document `_doc` (its content fields, else its user turn + gold); empty ones dropped."""
+    for group, is_raw in ((prepared.frames, False), (prepared.raw, True)):
+        for task_id, frame in group.items():
+            text = pl.col("text") if is_raw else cpt_text(frame, prepared.plan[task_id].text_fields)
+            frame = frame.with_columns(_doc=text.fill_null(""), _pinned=pl.lit(False))
+            empty = pl.col("_doc").str.strip_chars().str.len_chars() == 0
+            prepared.ledger.add("document", frame.filter(empty), "no text in the component's text_fields")
+            group[task_id] = frame.filter(~empty)
+            prepared.ledger.count(task_id, "document", group[task_id].height)
+
+
+def _balance(prepared: Prepared, seed: int) -> dict[str, str]:
+    """Class-balance the train rows of tasks a `balance` rule selects (first matching rule)."""
+    applied = {}
+    for task_id, frame in prepared.frames.items():
+        spec = prepared.specs[task_id]
+        rule = next((r for r in prepared.mixture.balance if r.select.matches(spec)), None)
+        if rule is None:
+            continue
+        train, rest = frame.filter(pl.col("_split") == TRAIN), frame.filter(pl.col("_split") != TRAIN)
+        kept, dropped = balance(train, rule.by, rule.max_ratio, seed)
+        prepared.ledger.add("balance", dropped, pl.col("_reason"))
+        prepared.frames[task_id] = pl.concat([kept, rest], how="vertical_relaxed")
+        prepared.ledger.count(task_id, "balance", prepared.frames[task_id].height)
+        applied[task_id] = f"{rule.by} (max_ratio {rule.max_ratio:g})"
+    return applied
+
+
+def _quotas(mixture: Mixture, total: int | None, sizes: dict[str, dict[str, int]],
+            report: Reporter) -> tuple[dict[str, int], dict[str, Any]]:
+    """Train rows per task: component quotas from shares or counts, temperature within, shares kept when capped."""
+    counted = sum(c.count or 0 for c in mixture.components)
+    wanted: dict[str, int] = {}
+    for component in mixture.components:
+        available = sizes.get(component.name, {})
+        if component.count is not None:
+            wanted[component.name] = component.count
+        elif component.share is not None and total is not None:
+            wanted[component.name] = round(component.share * (total - counted))
+        else:
+            wanted[component.name] = sum(available.values())
+
+    def run(targets: dict[str, int]) -> tuple[dict[str, dict[str, int]], dict[str, int]]:
+        per_task, achieved = {}, {}
+        for component in mixture.components:
+            available = sizes.get(component.name, {})
+            temperature = component.temperature or mixture.temperature
+            upsample = component.max_upsample or mixture.max_upsample
+            if component.share is None and component.count is None:
+                per_task[component.name] = dict(available)
+            else:
+                per_task[component.name] = allocate(available, targets[component.name], temperature, upsample)
+            achieved[component.name] = sum(per_task[component.name].values())
+        return per_task, achieved
+
+    per_task, achieved = run(wanted)
+    shared = [c.name for c in mixture.components if c.share is not None and sum(sizes.get(c.name, {}).values())]
+    ratios = [achieved[n] / wanted[n] for n in shared if wanted[n]]
+    scale = min([1.0, *ratios])
+    if scale < 1.0:
+        binding = min(shared, key=lambda n: achieved[n] / wanted[n] if wanted[n] else math.inf)
+        report.say(f"component {binding!r} reaches {achieved[binding]} of {wanted[binding]} rows (upsampling cap); "
+                   f"share components scaled by {scale:.3f} to keep their shares", "yellow")
+        targets = {n: (math.floor(wanted[n] * scale) if n in shared else wanted[n]) for n in wanted}
+        per_task, achieved = run(targets)
+    for component in mixture.components:
+        if component.share is not None and not sum(sizes.get(component.name, {}).values()):
+            report.say(f"component {component.name!r} has no rows: its share stays empty", "yellow")
+    summary = {name: {"requested": wanted[name], "allocated": achieved[name],
+                      "tasks": dict(sorted(per_task[name].items()))} for name in wanted}
+    quotas = {task: q for name in per_task for task, q in per_task[name].items()}
+    return quotas, {"scale": round(scale, 6), "components": summary}
+
+
+def _sample(prepared: Prepared, total: int | None, seed: int,
+            report: Reporter) -> tuple[list[tuple[str, pl.DataFrame]], dict[str, Any]]:
+    """Draw train rows to the quotas and eval rows up to `eval_max_per_task`; undrawn rows go to rejects."""
+    mixture, ledger = prepared.mixture, prepared.ledger
+    frames = dict(prepared.frames)
+    for task_id, frame in prepared.raw.items():
+        frames[task_id] = frame.with_columns(_pinned=pl.lit(False))
+    component_of = {t: c.name for t, c in prepared.plan.items()} | {
+        f"raw_{c.name}": c.name for c in mixture.components if c.raw}
+    sizes: dict[str, dict[str, int]] = {}
+    for task_id, frame in frames.items():
+        sizes.setdefault(component_of[task_id], {})[task_id] = frame.filter(pl.col("_split") == TRAIN).height
+    quotas, summary = _quotas(mixture, total, sizes, report)
+    eval_cap = mixture.splits.eval_max_per_task
+    drawn = []
+    for task_id in sorted(frames):
+        frame = frames[task_id].with_columns(pl.col("_pinned").fill_null(False))
+        train, test = frame.filter(pl.col("_split") == TRAIN), frame.filter(pl.col("_split") == EVAL)
+        train = draw(train, quotas.get(task_id, 0), seed)
+        # Eval rows are drawn with the split seed: the same eval set whatever --seed says, in every stage.
+        test = draw(test, test.height if eval_cap is None else min(eval_cap, test.height), mixture.splits.seed)
+        for part, split in ((train, TRAIN), (test, EVAL)):
+            quota = int(part["_copies"].sum()) if part.height else 0
+            ledger.add("sample", part.filter(pl.col("_copies") == 0),
+                       f"not drawn: {split} quota {quota} of {part.height} rows")
+        ledger.count(task_id, "sample", train.filter(pl.col("_copies") > 0).height
+                     + test.filter(pl.col("_copies") > 0).height)
+        drawn.append((task_id, pl.concat([train, test], how="vertical_relaxed").filter(pl.col("_copies") > 0)))
+    return drawn, summary
+
+
+def _late_render(prepared: Prepared, drawn: list[tuple[str, pl.DataFrame]],
+                 report: Reporter) -> list[tuple[str, pl.DataFrame]]:
+    """Render the drawn rows of tasks not rendered before sampling, then count what is written per task."""
+    cpt = prepared.mixture.format == "cpt"  # documents are made before sampling; prompts are not needed
+    late = {t: f for t, f in drawn
+            if not cpt and t in prepared.frames and "_prompt" not in f.columns and not f.is_empty()}
+    rendered = _render(late, prepared.specs, prepared.ledger, prepared.mixture.splits.seed, report, prepared.frames,
+                       step="render_drawn")
+    out = []
+    for task_id, frame in drawn:
+        frame = rendered.get(task_id, frame)
+        prepared.ledger.count(task_id, "out", frame.height)
+        for split in (TRAIN, EVAL):
+            rows = frame.filter(pl.col("_split") == split)["_copies"]
+            prepared.ledger.count(task_id, f"out_{split}_rows", int(rows.sum()) if rows.len() else 0)
+        out.append((task_id, frame))
+    return out
+
+
+def _format(prepared: Prepared, drawn: list[tuple[str, pl.DataFrame]], seed: int) -> dict[str, pl.DataFrame]:
+    """Rows in the output format, copies expanded, in a seeded order that mixes tasks."""
+    mixture = prepared.mixture
+    parts: dict[str, list[pl.DataFrame]] = {TRAIN: [], EVAL: []}
+    raw_components = {f"raw_{c.name}": c for c in mixture.components if c.raw}
+    for task_id, frame in drawn:
+        if frame.is_empty():
+            continue
+        expanded = frame.with_columns(_copy=pl.int_ranges(0, pl.col("_copies"))).explode("_copy")
+        for split in (TRAIN, EVAL):
+            rows = expanded.filter(pl.col("_split") == split)
+            if rows.is_empty():
+                continue
+            raw = raw_components[task_id].raw if task_id in raw_components else None
+            if raw is not None:
+                formatted = rows.select("task_id", "record_id", capability=pl.lit("raw_text"),
+                                        origin=pl.lit(raw.origin), text=pl.col("_doc"))
+            else:
+                formatted = format_rows(prepared.specs[task_id], rows, mixture.format)
+            keys = rows.select(pl.format("{}\x1f{}\x1f{}\x1f{}", pl.lit(seed), "task_id", "record_id", "_copy"))
+            order = hash_u64(keys.to_series())
+            parts[split].append(formatted.with_columns(order.alias("_order")))
+    out = {}
+    for split, frames in parts.items():
+        table = pl.concat(frames) if frames else pl.DataFrame(schema={**COLUMNS[mixture.format], "_order": pl.UInt64})
+        out[split] = table.sort("_order", "task_id", "record_id").drop("_order")
+    return out
+
+
+def _extra_pairs(pairs: pl.DataFrame | None, specs: dict[str, TaskSpec],
+                 ledger: Ledger) -> dict[str, pl.DataFrame]:
+    """Validate DPO pairs from outside (predictions, annotations) and give them the output columns."""
+    empty = {split: pl.DataFrame(schema=COLUMNS["dpo"]) for split in (TRAIN, EVAL)}
+    if pairs is None or pairs.is_empty():
+        return empty
+    missing = [c for c in PAIR_COLUMNS if c not in pairs.columns]
+    if missing:
+        raise BuildError(f"extra pairs lack column(s) {missing} (expected {list(PAIR_COLUMNS)})")
+    pairs = pairs.select(list(PAIR_COLUMNS)).cast(PAIR_COLUMNS)
+    unknown = sorted(set(pairs["task_id"].to_list()) - set(specs))
+    if unknown:
+        raise BuildError(f"extra pairs name unknown task(s): {unknown}")
+    bad_split = sorted(set(pairs["split"].to_list()) - {TRAIN, EVAL})
+    if bad_split:
+        raise BuildError(f"extra pairs: split must be train or eval, got {bad_split}")
+    capability = {t: s.capability for t, s in specs.items()}
+    origin = {t: origin_of(s) for t, s in specs.items()}
+    rows = pairs.with_columns(capability=pl.col("task_id").replace_strict(capability, return_dtype=pl.String),
+                              origin=pl.col("task_id").replace_strict(origin, return_dtype=pl.String))
+    for task_id, count in rows.group_by("task_id").len().sort("task_id").iter_rows():
+        key = f"pairs:{task_id}"
+        ledger.count(key, "read", count)
+        ledger.count(key, "excluded", 0)
+        ledger.count(key, "out", count)
+    return {split: rows.filter(pl.col("split") == split).select(list(COLUMNS["dpo"])).sort("task_id", "record_id")
+            for split in (TRAIN, EVAL)}
+
+
+@dataclass
+class BuildResult:
+    out: Path
+    manifest: dict[str, Any]
+    train: pl.DataFrame
+    eval: pl.DataFrame
+    rejects: pl.DataFrame
+
+
+def build(mixture: Mixture | str | Path, *, data_root: str | Path | None = None, out: str | Path | None = None,
+          seed: int | None = None, total: int | None = None, max_per_task: int | None = None,
+          diagnosis: str | Path | None = None, soft_labels: str | Path | None = None,
+          extra_pairs: pl.DataFrame | None = None, catalogue: dict[str, TaskSpec] | None = None,
+          console: Console | None = None) -> BuildResult:
+    """Build a mixture into a build directory (docs/build.md). The same inputs and seed give the same bytes.
+
+    `total` overrides the mixture's total; `max_per_task` reads at most that many records per task (quick
+    builds); `extra_pairs` adds DPO pairs (columns `formats.PAIR_COLUMNS`) from predictions or annotations.
+    """
+    from snsdata.build.writer import write_build
+
+    mix = mixture if isinstance(mixture, Mixture) else load_mixture(mixture)
+    if total is not None and mix.total is None:
+        raise BuildError(f"{mix.name} takes every selected record once (no `total`); --total does not apply")
+    if extra_pairs is not None and mix.format != "dpo":
+        raise BuildError(f"extra pairs go into a dpo mixture; {mix.name} is {mix.format}")
+    if soft_labels is not None and not any(c.target == "soft_label" for c in mix.components):
+        raise BuildError(f"{mix.name} has no soft-label component: --soft-labels applies to stage 2 mixtures")
+    seed = mix.seed if seed is None else seed
+    total = mix.total if total is None else total
+    out = Path(out) if out is not None else Path("builds") / mix.name
+    report = Reporter(console)
+    prepared = _prepare(mix, data_root, max_per_task, diagnosis, catalogue, report, render_all=False)
+    soft = read_soft_labels(soft_labels) if soft_labels is not None else None
+    fallbacks: list[str] = []
+    if mix.format == "sft":
+        fallbacks = _sft_targets(prepared, soft, report)
+    elif mix.format == "dpo":
+        _dpo_pairs(prepared, seed)
+    elif mix.format == "cpt":
+        _documents(prepared)
+        documents = pipeline_steps.run_document_steps(prepared.steps, {**prepared.frames, **prepared.raw},
+                                                      prepared.ledger)
+        prepared.frames = {t: documents[t] for t in prepared.frames}
+        prepared.raw = {t: documents[t] for t in prepared.raw}
+    balanced = _balance(prepared, seed)
+    drawn, sampling = _sample(prepared, total, seed, report)
+    drawn = _late_render(prepared, drawn, report)
+    outputs = _format(prepared, drawn, seed)
+    chunking = None
+    if prepared.steps.chunk is not None:
+        documents = {split: frame.height for split, frame in outputs.items()}
+        outputs = {split: pipeline_steps.chunk_documents(prepared.steps.chunk, frame)
+                   for split, frame in outputs.items()}
+        chunking = {"documents": documents, "chunks": {split: frame.height for split, frame in outputs.items()}}
+    extras = _extra_pairs(extra_pairs, prepared.specs, prepared.ledger) if mix.format == "dpo" else None
+    if extras is not None:
+        outputs = {s: pl.concat([outputs[s], extras[s]]) for s in outputs}
+    context = {"seed": seed, "total": total, "max_per_task": max_per_task, "soft": soft, "diagnosis": diagnosis,
+               "extra_pairs": extra_pairs, "fallbacks": fallbacks, "balanced": balanced, "sampling": sampling,
+               "lines": report.lines, "chunking": chunking}
+    manifest = write_build(out, prepared, outputs, context)
+    totals = manifest["totals"]
+    report.say(f"{mix.name}: {totals['train_rows']} train + {totals['eval_rows']} eval rows -> {out}",
+               "green" if totals["balanced"] else "red")
+    return BuildResult(out, manifest, outputs[TRAIN], outputs[EVAL], prepared.ledger.table())
