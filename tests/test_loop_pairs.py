@@ -146,3 +146,11 @@ def test_dpo_build_takes_pairs_from_predictions(shared_data: Path, tmp_path: Pat
     from_predictions = rows.filter(pl.col("pair_source") == "predictions")
     assert from_predictions.height == pairs.height
     assert all(r[0]["content"] == "I cannot tell" for r in from_predictions["rejected"].to_list())
+    # The same in one command: `snsdata build --mixture dpo --predictions F`.
+    direct = CliRunner().invoke(app, ["build", "--mixture", "dpo", "--data-root", str(root), "--max-per-task", "8",
+                                      "--predictions", str(predictions), "--out", str(tmp_path / "dpo_direct")])
+    assert direct.exit_code == 0, direct.output
+    again = pl.concat([pl.read_parquet(tmp_path / "dpo_direct" / "data" / f"{split}.parquet")
+                       for split in ("train", "eval")])
+    assert again.filter(pl.col("pair_source") == "predictions").sort("record_id").equals(
+        from_predictions.sort("record_id"))

@@ -30,20 +30,42 @@ def build_command(
                                                      exists=True, dir_okay=False)] = None,
     pairs: Annotated[Path | None, typer.Option(help="Extra DPO pairs, Parquet or JSONL (dpo mixtures).",
                                                exists=True, dir_okay=False)] = None,
+    predictions: Annotated[Path | None, typer.Option(
+        help="Model predictions (dpo): wrong ones, scored below --pair-threshold, become rejected answers.",
+        exists=True, dir_okay=False)] = None,
+    annotations: Annotated[Path | None, typer.Option(
+        help="Preference annotations for subjective tasks (dpo): JSONL with chosen and rejected.",
+        exists=True, dir_okay=False)] = None,
+    pair_threshold: Annotated[float, typer.Option(help="A prediction below this reward is wrong.")] = 0.5,
+    max_pairs_per_task: Annotated[int | None, typer.Option(help="Cap on pairs from predictions per task.")] = None,
 ) -> None:
     """Build one training stage's dataset from a mixture into a build directory (docs/build.md)."""
+    import polars as pl
+
     from snsdata.build import BuildError, InputFileError, build, read_pairs
+    from snsdata.loop.logs import LogError
     from snsdata.spec import SpecError
 
     try:
+        extra = [read_pairs(pairs)] if pairs is not None else []
+        if predictions is not None or annotations is not None:
+            from snsdata.loop.pairs import extra_pairs
+
+            made, skipped = extra_pairs(mixture, predictions=predictions, annotations=annotations,
+                                        data_root=data_root, max_per_task_records=max_per_task,
+                                        threshold=pair_threshold, max_pairs_per_task=max_pairs_per_task,
+                                        seed=seed or 0)
+            extra.append(made)
+            err_console.print(f"{made.height} pair(s) from predictions/annotations; {skipped.height} prediction(s) "
+                              "not paired (right answers, duplicates, over the cap)", highlight=False)
         result = build(mixture, data_root=data_root, out=out, seed=seed, total=total, max_per_task=max_per_task,
                        diagnosis=diagnosis, soft_labels=soft_labels,
-                       extra_pairs=read_pairs(pairs) if pairs is not None else None, console=err_console)
+                       extra_pairs=pl.concat(extra) if extra else None, console=err_console)
     except SpecError as exc:
         for issue in exc.issues:
             err_console.print(f"[red]error[/red] {issue}", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
-    except (BuildError, InputFileError) as exc:
+    except (BuildError, InputFileError, LogError) as exc:
         err_console.print(f"[red]error[/red] {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
     totals = result.manifest["totals"]

@@ -9,18 +9,22 @@ from snsdata.spec.loader import (
     specs_root,
     templates_root,
 )
+from snsdata.spec.mixture import Mixture, list_mixtures, load_mixture
 from snsdata.spec.models import CAPABILITIES, TaskSpec
 from snsdata.spec.reward import REWARD_TYPES, RewardSpec
 
 __all__ = [
     "CAPABILITIES",
+    "Mixture",
     "REWARD_TYPES",
     "RewardSpec",
     "SpecError",
     "SpecIssue",
     "TaskSpec",
     "discover_spec_files",
+    "list_mixtures",
     "load_catalogue",
+    "load_mixture",
     "load_spec",
     "specs_root",
     "templates_root",

@@ -36,7 +36,7 @@ class SpecYamlError(ValueError):
         self.key = key
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
+class _UniqueKeyLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # libyaml when present: ~10x faster
     """SafeLoader that refuses duplicate keys instead of silently keeping the last one."""
 
 
