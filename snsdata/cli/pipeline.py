@@ -104,6 +104,6 @@ def train_quality_command(
     """Train the fastText quality classifier used by the `quality` step."""
     try:
         pos, neg = train_quality_file(positive, negative, out, text_column=text_column, seed=seed)
-    except (InputError, ValueError) as exc:
+    except (InputError, ValueError, RuntimeError) as exc:
         raise _fail(str(exc)) from None
     console.print(f"trained on {pos:,} positive and {neg:,} negative texts -> {out}")

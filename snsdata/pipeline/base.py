@@ -132,8 +132,9 @@ class StepConfig(BaseModel, ABC):
     scope: ClassVar[Literal["row", "global"]] = "row"
 
     @abstractmethod
-    def build(self, text_column: str) -> Step:
-        """The step function for frames whose text is in `text_column`."""
+    def build(self, text_column: str, progress: Callable[[int], None] | None = None) -> Step:
+        """The step function for frames whose text is in `text_column`; a global step may report the rows it
+        has read to `progress`."""
 
 
 class RuleConfig(StepConfig):
@@ -151,7 +152,7 @@ class RuleConfig(StepConfig):
         """An expensive per-row measure to compute once (None: the rule has none)."""
         return None
 
-    def build(self, text_column: str) -> Step:
+    def build(self, text_column: str, progress: Callable[[int], None] | None = None) -> Step:
         # both expressions are made once here (a model or an index is loaded once), then reused per batch
         measure = self.scratch(pl.col(text_column))
         reason = first_reason([null_text_reason(text_column), self.reason(pl.col(text_column))])

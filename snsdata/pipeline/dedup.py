@@ -1,17 +1,17 @@
 """Exact and near-duplicate removal: normalised-text keys, then MinHash LSH with verified Jaccard.
 
 Three streaming passes over the input, each in batches so memory stays bounded:
-1. every row: normalised code points -> exact key and MinHash band hashes (kept: 16 + 8*bands bytes a row);
-2. only the rows that share an LSH bucket with another row: their shingle sets, to compute true Jaccard;
-3. the output: the input filtered by the removed row positions (done lazily by the caller).
+1. every row: normalised code points -> exact key, compact MinHash signature and LSH band hashes (kept:
+   about 2 * num_perm + 8 * bands + 32 bytes a row, ~450 with the defaults);
+2. only the rows in a candidate pair that survives the signature estimate: their shingle sets, to compute the
+   true Jaccard;
+3. the output: the input split by the removed row positions (done lazily by the caller).
 Rows with empty or null text are never duplicates of anything: they pass through to later steps.
 """
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from typing import ClassVar, Literal, TypeVar
@@ -22,6 +22,7 @@ from pydantic import Field, model_validator
 
 from snsdata.pipeline import minhash
 from snsdata.pipeline.base import DUPLICATE_OF, REASON, STEP, Step, StepConfig, StepResult, id_expr, with_row_ids
+from snsdata.pipeline.parallel import ordered_map
 from snsdata.pipeline.textnorm import CodePoints, codepoints, row_digests
 
 Progress = Callable[[int], None]
@@ -76,27 +77,13 @@ def _units(cps: CodePoints, params: NearParams) -> minhash.Units:
     return minhash.word_units(cps, params.seed) if params.word_ngrams else minhash.char_units(cps)
 
 
-def _ordered_map(function: Callable[[pl.Series], _T], batches: Iterator[pl.Series], workers: int,
-                 progress: Progress | None) -> Iterator[_T]:
-    """Map over batches on a thread pool, results in input order, at most 2 x workers batches in flight.
-
-    numpy releases the GIL in its array loops, so two threads use both cores; order makes the output
-    independent of scheduling.
-    """
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        pending: deque[tuple[int, Future[_T]]] = deque()
-        for texts in batches:
-            pending.append((texts.len(), pool.submit(function, texts)))
-            if len(pending) > 2 * workers:
-                size, future = pending.popleft()
-                yield future.result()
-                if progress:
-                    progress(size)
-        while pending:
-            size, future = pending.popleft()
-            yield future.result()
-            if progress:
-                progress(size)
+def _mapped(function: Callable[[pl.Series], _T], batches: Iterator[pl.Series], workers: int,
+            progress: Progress | None) -> Iterator[_T]:
+    """function over the batches on `workers` threads, in order, reporting rows done to `progress`."""
+    for texts, result in ordered_map(function, batches, workers):
+        yield result
+        if progress:
+            progress(texts.len())
 
 
 @dataclass(frozen=True)
@@ -136,8 +123,8 @@ def _shingle_sets(frame: pl.LazyFrame, column: str, rows: np.ndarray, params: Ne
         .filter(pl.col(_POS).is_in(pl.Series(rows, dtype=pl.UInt32).implode()))
         .select(column)
     )
-    parts = list(_ordered_map(partial(_set_batch, params=params), _batches(picked, column, batch_size), workers,
-                              None))
+    batches = _batches(picked, column, batch_size)
+    parts = list(_mapped(partial(_set_batch, params=params), batches, workers, None))
     if not parts:
         empty = np.zeros(0, dtype=np.int64)
         return minhash.ShingleSets(np.zeros(0, dtype=np.uint64), empty, empty)
@@ -182,11 +169,12 @@ def find_duplicates(
 
     Exact: equal normalised text (NFKC, casefold, whitespace collapsed). Near: MinHash LSH candidates whose
     true shingle-set Jaccard is >= threshold, joined into clusters (connected components); each cluster keeps
-    its earliest row. `frame` is scanned twice (all rows, then only LSH candidates).
+    its earliest row. `frame` is scanned twice (all rows, then only candidate rows). Batches are hashed on
+    `workers` threads; the result does not depend on `workers` or `batch_size`.
     """
     params = params or NearParams()
-    hashed = list(_ordered_map(partial(_hash_batch, params=params, near=near),
-                               _batches(frame, text_column, batch_size), workers, progress))
+    batches = _batches(frame, text_column, batch_size)
+    hashed = list(_mapped(partial(_hash_batch, params=params, near=near), batches, workers, progress))
     keys = np.concatenate([h.keys for h in hashed]) if hashed else np.zeros((0, 2), np.uint64)
     lengths = np.concatenate([h.lengths for h in hashed]) if hashed else np.zeros(0, np.int64)
     positions = np.arange(lengths.size, dtype=np.int64)
@@ -264,9 +252,9 @@ class ExactDedup(StepConfig):
     scope: ClassVar[Literal["row", "global"]] = "global"
     batch_size: int = Field(default=10_000, ge=1)
 
-    def build(self, text_column: str) -> Step:
+    def build(self, text_column: str, progress: Progress | None = None) -> Step:
         return partial(dedup_step, text_column=text_column, near=False, params=NearParams(),
-                       batch_size=self.batch_size, step=self.step)
+                       batch_size=self.batch_size, step=self.step, progress=progress)
 
 
 class NearDedup(StepConfig):
@@ -297,9 +285,9 @@ class NearDedup(StepConfig):
         return NearParams(self.threshold, self.ngram, self.word_ngrams, self.num_perm, self.bands, self.rows,
                           self.seed)
 
-    def build(self, text_column: str) -> Step:
+    def build(self, text_column: str, progress: Progress | None = None) -> Step:
         return partial(dedup_step, text_column=text_column, near=True, params=self.params(),
-                       batch_size=self.batch_size, workers=self.workers, step=self.step)
+                       batch_size=self.batch_size, workers=self.workers, step=self.step, progress=progress)
 
 
 DEDUP_STEPS: tuple[type[StepConfig], ...] = (ExactDedup, NearDedup)

@@ -45,7 +45,7 @@ def _run(input_path: Path, out: Path, config: PipelineConfig, rejects: Path | No
             frame, config, out, rejects, batch_size=batch_size, source=str(input_path),
             rescannable=is_parquet(input_path), progress=progress,
         )
-    except (pl.exceptions.PolarsError, OSError) as exc:
+    except pl.exceptions.PolarsError as exc:
         raise explain(input_path, exc) from None
     kept = pl.scan_parquet(out) if is_parquet(out) else pl.scan_ndjson(out)
     nulls = kept.select(pl.col(config.text_column).is_null().sum()).collect().item() if counts[-1].kept else 0

@@ -2,7 +2,7 @@
 
 Every function works on flat numpy arrays of a whole batch, never on one row at a time:
 - shingles: n-grams of code points (or of word-token hashes) hashed to 64 bits with a seeded polynomial over the
-  units and the murmur3 finaliser;
+  units (one Horner pass over shifted slices) and a multiply-fold finaliser;
 - signatures: one-permutation MinHash (Li, Owen, Zhang 2012): each shingle hash falls into one of K bins by its
   high bits and the bin keeps its minimum, so the cost is one pass over the shingles instead of K passes; empty
   bins are filled by optimal densification (Shrivastava 2017), which keeps the per-bin collision probability
@@ -114,6 +114,7 @@ def word_units(cps: CodePoints, seed: int, cjk_words: bool = True, letters_only:
     # each token's polynomial hash sum(c_i * M**i), summed over its contiguous span (gaps contribute 0)
     token_id = np.cumsum(token_start) - 1
     pos = np.arange(cp.size) - first_char[np.maximum(token_id, 0)]
+    pos = np.where(token_id >= 0, pos, 0)  # characters before a row's first token are gaps: contribute nothing
     mult = _constants(seed, 1)[0]
     powers = np.cumprod(np.full(int(pos.max()) + 1, mult, dtype=np.uint64))
     contrib = cp.astype(np.uint64) * powers[pos]

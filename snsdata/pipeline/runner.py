@@ -10,6 +10,7 @@ from __future__ import annotations
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -28,6 +29,7 @@ from snsdata.pipeline.base import (
 )
 from snsdata.pipeline.config import PipelineConfig, parse_steps
 from snsdata.pipeline.io import BatchWriter
+from snsdata.pipeline.parallel import ordered_map
 
 Sink = Callable[[pl.DataFrame], None]
 Progress = Callable[[int], None]
@@ -85,35 +87,49 @@ class _Run:
     """One execution: the steps, where kept rows and rejects go, and the counts."""
 
     def __init__(self, configs: list[StepConfig], text_column: str, on_kept: Sink, on_rejects: Sink,
-                 batch_size: int, source: str, progress: Progress | None):
+                 batch_size: int, source: str, progress: Progress | None, rescannable: bool, workers: int):
         self.configs = configs
-        self.steps = [config.build(text_column) for config in configs]
+        # a global first step reading the input itself (not a spill of it) is the one to report progress
+        first_reads = bool(configs) and configs[0].scope == "global" and rescannable
+        self.steps = [config.build(text_column, progress if first_reads and index == 0 else None)
+                      for index, config in enumerate(configs)]
         self.counts = [StepCount(config.step) for config in configs]
         self.on_kept = on_kept
         self.on_rejects = on_rejects
         self.batch_size = batch_size
         self.source = source
         self.progress = progress
+        self.workers = workers
 
     def _reject(self, index: int, rejects: pl.DataFrame) -> None:
         self.counts[index].rejected += rejects.height
         if rejects.height:
             self.on_rejects(rejects)
 
+    def _through(self, indices: list[int], batch: pl.DataFrame) -> list[tuple[int, pl.DataFrame, pl.DataFrame]]:
+        """One batch through the steps: (rows in, kept, rejects) per step. Touches no shared state, so
+        batches can go through on several threads."""
+        trace = []
+        current = batch
+        for index in indices:
+            result = self.steps[index](current.lazy())
+            kept, rejects = pl.collect_all([result.kept, to_rejects(result.rejected, self.source)])
+            trace.append((current.height, kept, rejects))
+            current = kept
+        return trace
+
     def row_stage(self, indices: list[int], frame: pl.LazyFrame, out: Sink, report: bool) -> None:
-        """Row-local steps over each batch in turn; kept rows of the last one go to `out`."""
-        for batch in _batches(frame, self.batch_size):
-            current = batch
-            for index in indices:
-                result = self.steps[index](current.lazy())
-                kept, rejects = pl.collect_all([result.kept, to_rejects(result.rejected, self.source)])
-                count = self.counts[index]
-                count.rows_in += current.height
-                count.kept += kept.height
+        """Row-local steps over the batches (on worker threads, results taken in order); kept rows of the
+        last step go to `out`."""
+        batches = _batches(frame, self.batch_size)
+        for batch, trace in ordered_map(partial(self._through, indices), batches, self.workers):
+            for index, (rows_in, kept, rejects) in zip(indices, trace, strict=True):
+                self.counts[index].rows_in += rows_in
+                self.counts[index].kept += kept.height
                 self._reject(index, rejects)
-                current = kept
-            if current.height:
-                out(current)
+            final = trace[-1][1] if trace else batch
+            if final.height:
+                out(final)
             if report and self.progress:
                 self.progress(batch.height)
         for index in indices:
@@ -150,15 +166,14 @@ class _Spill:
         self.folder = folder
         self.rows = 0
         self.parts = 0
-        self.schema: pl.Schema | None = None
 
     def write(self, batch: pl.DataFrame) -> None:
         batch.write_parquet(self.folder / f"part-{self.parts:08d}.parquet")
         self.parts += 1
         self.rows += batch.height
-        self.schema = self.schema or batch.schema
 
     def scan(self, fallback: pl.Schema) -> pl.LazyFrame:
+        """The parts in order (steps keep the columns, so an empty spill takes the input's schema)."""
         if not self.parts:
             return pl.LazyFrame(schema=fallback)
         return pl.scan_parquet([self.folder / f"part-{i:08d}.parquet" for i in range(self.parts)])
@@ -166,18 +181,19 @@ class _Spill:
 
 def execute(frame: pl.LazyFrame, configs: list[StepConfig], text_column: str, on_kept: Sink, on_rejects: Sink, *,
             batch_size: int = 100_000, source: str = "pipeline", rescannable: bool = False,
-            progress: Progress | None = None) -> list[StepCount]:
+            progress: Progress | None = None, workers: int = 2) -> list[StepCount]:
     """Run the steps over `frame`, handing kept batches (input columns only) and reject batches to the sinks.
 
     `rescannable` says `frame` is cheap to read several times (a Parquet scan); otherwise the input of a
     global first step is spilled to Parquet first. `progress` hears the input rows as they are read.
+    Row-local batches go through the steps on `workers` threads; the output is the same for any number.
     """
     frame = with_row_ids(frame)
     schema = frame.collect_schema()
     columns = user_columns(schema)
     if text_column not in columns:
         raise ValueError(f"no column {text_column!r} in the input (columns: {', '.join(columns)})")
-    run = _Run(configs, text_column, on_kept, on_rejects, batch_size, source, progress)
+    run = _Run(configs, text_column, on_kept, on_rejects, batch_size, source, progress, rescannable, workers)
 
     def emit(batch: pl.DataFrame) -> None:
         on_kept(batch.select(columns))
@@ -198,8 +214,6 @@ def execute(frame: pl.LazyFrame, configs: list[StepConfig], text_column: str, on
                 if rows is None:
                     rows = current.select(pl.len()).collect().item()
                 run.global_stage(indices[0], current, rows, out)
-                if report and progress:
-                    progress(rows)
             else:
                 run.row_stage(indices, current, out, report)
             if spill is not None:
@@ -209,14 +223,15 @@ def execute(frame: pl.LazyFrame, configs: list[StepConfig], text_column: str, on
 
 
 def run_pipeline(frame: pl.LazyFrame | pl.DataFrame, steps: PipelineConfig | Sequence[StepConfig | dict[str, Any]],
-                 text_column: str | None = None, *, batch_size: int = 100_000,
-                 source: str = "pipeline") -> PipelineResult:
+                 text_column: str | None = None, *, batch_size: int = 100_000, source: str = "pipeline",
+                 workers: int = 2) -> PipelineResult:
     """Run a pipeline in memory: kept rows, rejects in REJECT_SCHEMA, and per-step counts."""
     configs, column = _configs(steps, text_column)
     frame = frame.lazy()
     kept: list[pl.DataFrame] = []
     rejects: list[pl.DataFrame] = []
-    counts = execute(frame, configs, column, kept.append, rejects.append, batch_size=batch_size, source=source)
+    counts = execute(frame, configs, column, kept.append, rejects.append, batch_size=batch_size, source=source,
+                     workers=workers)
     schema = {name: dtype for name, dtype in frame.collect_schema().items() if name != ROW}
     kept_frame = pl.concat(kept) if kept else pl.DataFrame(schema=schema)
     reject_frame = pl.concat(rejects) if rejects else empty_rejects()
@@ -226,14 +241,14 @@ def run_pipeline(frame: pl.LazyFrame | pl.DataFrame, steps: PipelineConfig | Seq
 def run_pipeline_to_files(frame: pl.LazyFrame, steps: PipelineConfig | Sequence[StepConfig | dict[str, Any]],
                           out: str | Path, rejects: str | Path | None = None, text_column: str | None = None, *,
                           batch_size: int = 100_000, source: str = "pipeline", rescannable: bool = False,
-                          progress: Progress | None = None) -> list[StepCount]:
+                          progress: Progress | None = None, workers: int = 2) -> list[StepCount]:
     """Run a pipeline streaming kept rows to `out` and rejects to `rejects` (Parquet or JSONL by suffix)."""
     configs, column = _configs(steps, text_column)
     schema = {name: dtype for name, dtype in frame.collect_schema().items() if name != ROW}
     with BatchWriter(out, schema) as kept_writer:
         if rejects is None:
             return execute(frame, configs, column, kept_writer.write, lambda _: None, batch_size=batch_size,
-                           source=source, rescannable=rescannable, progress=progress)
+                           source=source, rescannable=rescannable, progress=progress, workers=workers)
         with BatchWriter(rejects, REJECT_SCHEMA) as reject_writer:
             return execute(frame, configs, column, kept_writer.write, reject_writer.write, batch_size=batch_size,
-                           source=source, rescannable=rescannable, progress=progress)
+                           source=source, rescannable=rescannable, progress=progress, workers=workers)
