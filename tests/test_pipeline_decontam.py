@@ -56,3 +56,17 @@ def test_shorter_ngrams_catch_partial_overlap() -> None:
     assert kept.height == 1
     kept, rejected, _ = _run([partial], word_ngram=8)
     assert kept.height == 0 and rejected.height == 1
+
+
+def test_instruction_text_every_eval_item_repeats_is_not_contamination() -> None:
+    template = "Please provide a list of words you think are suitable for highlighting and output an empty list if none"
+    eval_texts = pl.DataFrame({"id": [f"e{i}" for i in range(5)],
+                               "text": [f"Comment {i}: item number {i} is about topic {i}. {template}" for i in range(5)]})
+    train = pl.LazyFrame({"record_id": ["fresh", "leak"], "text": [
+        f"Comment: a brand new remark about my cat. {template}",
+        f"Comment 3: item number 3 is about topic 3. {template}",
+    ]})
+    found = decontaminate(train, eval_texts)
+    kept, rejected = pl.collect_all([found.result.kept, found.result.rejected])
+    assert kept["record_id"].to_list() == ["fresh"]  # shares only the 5-item template: kept
+    assert rejected["record_id"].to_list() == ["leak"]  # shares the item's own words too: dropped

@@ -197,3 +197,12 @@ def test_threshold_is_respected(threshold: float) -> None:
     assert (dups.similarity[near] >= threshold - 0.35).all()  # chains may end below it, never far below
     direct = [_jaccard(texts[r], texts[o]) for r, o in zip(dups.row[near], dups.of[near], strict=True)]
     assert np.allclose(direct, dups.similarity[near])
+
+
+def test_word_units_with_leading_empty_rows() -> None:
+    texts = ["", "   ", None, *[f"post number {i} about the same long topic today" for i in range(3)]]
+    units = minhash.word_units(codepoints(pl.Series(texts, dtype=pl.String)), seed=0)
+    assert units.lengths.tolist() == [0, 0, 0, 9, 9, 9]
+    dups = find_duplicates(pl.LazyFrame({"text": pl.Series(["", "", *texts], dtype=pl.String)}), "text",
+                           params=NearParams(word_ngrams=True, ngram=3, threshold=0.3))
+    assert dups.row.tolist() == [6, 7]

@@ -60,7 +60,10 @@ class EvalIndex:
 
     @classmethod
     def build(cls, eval_texts: pl.DataFrame, id_column: str, text_column: str, word_ngram: int = 13,
-              cjk_ngram: int = 25, min_short_words: int = 8, min_short_cjk: int = 15) -> EvalIndex:
+              cjk_ngram: int = 25, min_short_words: int = 8, min_short_cjk: int = 15,
+              max_items_per_gram: int = 3) -> EvalIndex:
+        """`max_items_per_gram`: an n-gram found in more distinct eval items than this is template text (an
+        instruction every record of a task repeats), not any item's content, and leaks nothing: it is ignored."""
         for column in (id_column, text_column):
             if column not in eval_texts.columns:
                 raise ValueError(f"evaluation set has no column {column!r} (columns: {eval_texts.columns})")
@@ -76,9 +79,9 @@ class EvalIndex:
             sizes = np.unique(units.lengths[(units.lengths >= family.min_short) & (units.lengths < family.n)])
             for n in (family.n, *sizes.tolist()):
                 hashes, rows = _grams(units, n, whole_rows_only=n != family.n)
-                grams[(family.name, n)] = (
-                    pl.DataFrame({"hash": hashes, "eval_id": ids.gather(rows)}).unique().sort("hash", "eval_id")
-                )
+                table = pl.DataFrame({"hash": hashes, "eval_id": ids.gather(rows)}).unique()
+                specific = pl.col("eval_id").count().over("hash") <= max_items_per_gram
+                grams[(family.name, n)] = table.filter(specific).sort("hash", "eval_id")
         return cls(families, grams)
 
     def matches(self, texts: pl.Series) -> pl.Series:
