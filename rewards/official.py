@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 from rapidfuzz.distance import Levenshtein
 from sacrebleu.metrics import BLEU, CHRF
+
 from snsdata.rewards.official_mrc import evaluate_mrc_complex, evaluate_mrc_simple
 from snsdata.rewards.official_text import (
     answer_line,

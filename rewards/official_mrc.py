@@ -19,6 +19,7 @@ import jieba
 from nltk.translate.bleu_score import SmoothingFunction, sentence_bleu
 from rapidfuzz.distance import LCSseq
 from rouge import Rouge
+
 from snsdata.rewards.official_text import (
     first_bracket_span,
     parse_list_literal,

@@ -16,6 +16,7 @@ import jieba
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
 from snsdata.rewards.official import (
     OFFICIAL_TASKS,
     REPORTED_METRIC,

@@ -59,9 +59,10 @@ def test_shorter_ngrams_catch_partial_overlap() -> None:
 
 
 def test_instruction_text_every_eval_item_repeats_is_not_contamination() -> None:
-    template = "Please provide a list of words you think are suitable for highlighting and output an empty list if none"
-    eval_texts = pl.DataFrame({"id": [f"e{i}" for i in range(5)],
-                               "text": [f"Comment {i}: item number {i} is about topic {i}. {template}" for i in range(5)]})
+    template = ("Please provide a list of words you think are suitable for highlighting "
+                "and output an empty list if none")
+    items = [f"Comment {i}: item number {i} is about topic {i}. {template}" for i in range(5)]
+    eval_texts = pl.DataFrame({"id": [f"e{i}" for i in range(5)], "text": items})
     train = pl.LazyFrame({"record_id": ["fresh", "leak"], "text": [
         f"Comment: a brand new remark about my cat. {template}",
         f"Comment 3: item number 3 is about topic 3. {template}",

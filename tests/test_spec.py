@@ -94,7 +94,8 @@ def test_unknown_normaliser_is_an_error(tmp_path: Path) -> None:
 
 
 def test_where_must_parse(tmp_path: Path) -> None:
-    issue = only_issue(write(tmp_path, VALID.replace("  fields: [text, label]", "  fields: [text, label]\n  where: 'a = = b'")))
+    text = VALID.replace("  fields: [text, label]", "  fields: [text, label]\n  where: 'a = = b'")
+    issue = only_issue(write(tmp_path, text))
     assert issue.key_path == "source.where"
 
 

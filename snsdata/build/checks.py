@@ -52,7 +52,8 @@ def check_task_data(spec: TaskSpec, data_root: Path, max_listed: int = 5) -> lis
     for failure in failures[:max_listed]:
         lines.append(CheckLine("error", f"gold self-check: {failure}"))
     if len(failures) > max_listed:
-        lines.append(CheckLine("error", f"gold self-check: {len(failures) - max_listed} more record(s) below full marks"))
+        more = len(failures) - max_listed
+        lines.append(CheckLine("error", f"gold self-check: {more} more record(s) below full marks"))
     if not failures:
         lines.append(CheckLine("info", f"{len(records)} records read, rendered and gold-checked"))
     return lines

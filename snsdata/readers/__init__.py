@@ -172,7 +172,8 @@ def _with_keys(task_id: str, frame: pl.DataFrame, fields: list[str]) -> pl.DataF
     else:
         encoded = frame.select(pl.struct(present).struct.json_encode()).to_series()
         prefix = f"{task_id}\x1f"
-        ids = pl.Series("record_id", [xxhash.xxh3_64_hexdigest((prefix + row).encode()) for row in encoded], dtype=pl.String)
+        digests = [xxhash.xxh3_64_hexdigest((prefix + row).encode()) for row in encoded]
+        ids = pl.Series("record_id", digests, dtype=pl.String)
     frame = frame.with_columns(ids, task_id=pl.lit(task_id, dtype=pl.String))
     repeat = pl.col("record_id").cum_count().over("record_id") - 1
     frame = frame.with_columns(
@@ -214,7 +215,8 @@ def _apply_label_maps(frame: pl.DataFrame, spec: TaskSpec, root: Path) -> tuple[
             _reason=pl.format("{} value {} is not in the label map", pl.lit(name), pl.col(name).cast(pl.String))
         ).drop("_mapped")
         bad_parts.append(bad)
-        frame = frame.filter(pl.col("_mapped").is_not_null()).with_columns(pl.col("_mapped").alias(name)).drop("_mapped")
+        kept = frame.filter(pl.col("_mapped").is_not_null())
+        frame = kept.with_columns(pl.col("_mapped").alias(name)).drop("_mapped")
     if not bad_parts:
         return frame, pl.DataFrame()
     return frame, pl.concat(bad_parts, how="diagonal_relaxed")

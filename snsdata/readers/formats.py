@@ -76,7 +76,9 @@ def parse_jsonl(path: Path, source: TableSource) -> Parsed:
                 malformed.append(Malformed(_location(path, line=number), f"invalid JSON: {exc.msg}", line.rstrip("\n")))
                 continue
             if not isinstance(item, dict):
-                malformed.append(Malformed(_location(path, line=number), "line is not a JSON object", line.rstrip("\n")))
+                malformed.append(
+                    Malformed(_location(path, line=number), "line is not a JSON object", line.rstrip("\n"))
+                )
                 continue
             rows.append({"_location": _location(path, line=number), **item})
     return Parsed(_frame_from_rows(path, rows), malformed)

@@ -15,8 +15,8 @@ from snsdata.spec.reward import REWARD_TYPES, RewardSpec
 
 __all__ = [
     "CAPABILITIES",
-    "Mixture",
     "REWARD_TYPES",
+    "Mixture",
     "RewardSpec",
     "SpecError",
     "SpecIssue",
