@@ -46,7 +46,7 @@ def test_html_tag_and_entity_share() -> None:
 
 def test_repetition_lines_and_ngrams() -> None:
     lines = "buy now\nbuy now\nbuy now\nbuy now\nreal content here"
-    chinese = "小姐姐，是江西上饶，不是山西上饶"  # character bigrams repeat in ordinary Chinese
+    chinese = "小姐姐，是江西上饶，不是山西上饶。我们，你们，他们，都去。"  # bigrams and commas repeat in Chinese
     got = _apply(r.Repetition(), [lines, "spam " * 12, chinese, "a normal sentence with no repeats at all here",
                                   "转发\n转发\n转发\n转发\n原创内容"])
     assert got[lines].startswith("dup_line_frac 0.6")

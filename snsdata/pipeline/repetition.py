@@ -3,9 +3,10 @@
 Gopher (Rae et al. 2021), in `repetition_measures`:
 
 Lines: share of non-empty lines that repeat an earlier line, and share of line characters in such lines.
-Words (whitespace tokens after NFKC + casefold, CJK characters left out: Chinese has no word boundaries and
-its character n-grams repeat in ordinary posts, so Gopher's word thresholds would drop them; CJK text is left
-to the line measures, `flood_share` and `distinct_characters`): for n in `top_sizes`, characters
+Words (runs of letters and digits after NFKC + casefold; punctuation, which Chinese writes between every
+clause, and CJK characters are left out: Chinese has no word boundaries and its character n-grams repeat in
+ordinary posts, so Gopher's word thresholds would drop them; CJK text is left to the line measures,
+`flood_share` and `distinct_characters`): for n in `top_sizes`, characters
 of the most frequent repeated n-gram times its count over all word characters (capped at 1); for n in
 `dup_sizes`, the share of word characters covered by any n-gram that occurs more than once in the text.
 """
@@ -124,7 +125,7 @@ def _dup_share(units: minhash.Units, n: int, rows: np.ndarray, hashes: np.ndarra
 
 
 def _word_measures(texts: pl.Series, top_sizes: Sequence[int], dup_sizes: Sequence[int]) -> dict[str, np.ndarray]:
-    units = minhash.word_units(codepoints(texts), _SEED, cjk_words=False)
+    units = minhash.word_units(codepoints(texts), _SEED, cjk_words=False, letters_only=True)
     assert units.chars is not None
     row_bits = max(1, int(texts.len()).bit_length())
     word_chars = _segment_sum(units.chars, units).astype(np.float64)

@@ -110,7 +110,8 @@ class Html(RuleConfig):
 class Repetition(RuleConfig):
     """Gopher-style repetition (Rae et al. 2021): duplicate lines, the top n-gram's character share, and the
     share of characters in duplicated n-grams (see `repetition.repetition_measures`, one numpy pass a batch).
-    Word n-grams are over non-CJK words only; Chinese repetition shows in lines, floods and distinct characters.
+    Word n-grams are over runs of letters and digits outside CJK text; Chinese repetition shows in lines,
+    floods and distinct characters.
     """
 
     step: Literal["repetition"] = "repetition"
