@@ -72,6 +72,7 @@ class EvalIndex:
             _Family(f"{cjk_ngram}-char CJK", cjk_ngram, min(min_short_cjk, cjk_ngram), words=False),
         )
         ids = eval_texts.get_column(id_column).cast(pl.String)
+        texts = eval_texts.get_column(text_column).hash()
         cps = codepoints(eval_texts.get_column(text_column))
         grams: dict[tuple[str, int], pl.DataFrame] = {}
         for family in families:
@@ -79,9 +80,10 @@ class EvalIndex:
             sizes = np.unique(units.lengths[(units.lengths >= family.min_short) & (units.lengths < family.n)])
             for n in (family.n, *sizes.tolist()):
                 hashes, rows = _grams(units, n, whole_rows_only=n != family.n)
-                table = pl.DataFrame({"hash": hashes, "eval_id": ids.gather(rows)}).unique()
-                specific = pl.col("eval_id").count().over("hash") <= max_items_per_gram
-                grams[(family.name, n)] = table.filter(specific).sort("hash", "eval_id")
+                table = pl.DataFrame({"hash": hashes, "eval_id": ids.gather(rows), "text": texts.gather(rows)})
+                # Items are counted by distinct text: one post evaluated by several tasks is still one item.
+                specific = pl.col("text").n_unique().over("hash") <= max_items_per_gram
+                grams[(family.name, n)] = table.filter(specific).drop("text").unique().sort("hash", "eval_id")
         return cls(families, grams)
 
     def matches(self, texts: pl.Series) -> pl.Series:
