@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
+import sys
 from collections import defaultdict
 from pathlib import Path
 
@@ -19,8 +19,6 @@ from snsdata.backends.server import TaskScorers, create_server
 from snsdata.backends.trl import build_format, load_dataset, read_specs
 from snsdata.backends.verl import export_verl
 
-pytestmark = pytest.mark.skipif(shutil.which("snsdata") is None, reason="the snsdata command is not installed")
-
 
 @pytest.fixture(scope="module")
 def real(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
@@ -28,8 +26,8 @@ def real(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     out = {}
     for mixture in ("stage1", "stage2", "dpo"):
         out[mixture] = root / mixture
-        subprocess.run(["snsdata", "build", "--mixture", mixture, "--out", str(out[mixture]), "--max-per-task", "12"],
-                       check=True, capture_output=True)
+        command = ["build", "--mixture", mixture, "--out", str(out[mixture]), "--max-per-task", "12"]
+        subprocess.run([sys.executable, "-m", "snsdata", *command], check=True, capture_output=True)
     return out
 
 

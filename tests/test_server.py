@@ -8,6 +8,7 @@ import re
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -209,7 +210,7 @@ def test_a_hanging_scorer_hits_the_time_limit_and_the_pool_is_replaced(build: Pa
 
 
 def test_serve_rewards_command(build: Path) -> None:
-    command = ["snsdata", "serve-rewards", "--build", str(build), "--port", "0", "--workers", "1"]
+    command = [sys.executable, "-m", "snsdata", "serve-rewards", "--build", str(build), "--port", "0", "--workers", "1"]
     child = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
     try:
         url = next(m.group(0) for line in child.stdout if (m := re.search(r"http://127\.0\.0\.1:\d+", line)))
