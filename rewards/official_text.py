@@ -14,6 +14,8 @@ import re
 import warnings
 from typing import Any
 
+from snsdata.rewards.normalize import strip_think as strip_reasoning
+
 # --- official postprocessors -------------------------------------------------------------------------
 
 # Family A: the regex alternation `\n|\.|,|<|end|>|...` splits at the bare substring "end" anywhere.
@@ -72,9 +74,6 @@ def safe_eval(text: str) -> Any:
 
 # --- fixed-mode cleaning -----------------------------------------------------------------------------
 
-_THINK_BLOCK = re.compile(r"<think>.*?</think>", re.DOTALL | re.IGNORECASE)
-_THINK_CLOSE = re.compile(r"</think>", re.IGNORECASE)
-_THINK_OPEN = re.compile(r"<think>", re.IGNORECASE)
 # Literal end-of-response tokens (`<|im_end|>`, `<|endofresponse|>`, `</s>`, ...), never bare words.
 _END_TOKEN = re.compile(r"<\|[^|<>\s]{1,40}\|>|</s>|<eos>", re.IGNORECASE)
 _CHATTER = re.compile(
@@ -86,10 +85,8 @@ _WRAPPERS = (("**", "**"), ("*", "*"), ("`", "`"), ('"', '"'), ("'", "'"), ("“
 
 
 def strip_think(text: str) -> str:
-    """Remove reasoning: closed think blocks, everything before a stray `</think>` (the chat template opened
-    the block), and an unclosed `<think>` up to the end of the text."""
-    text = _THINK_CLOSE.split(_THINK_BLOCK.sub("", text))[-1]
-    return _THINK_OPEN.split(text, maxsplit=1)[0].strip()
+    """The reward normaliser's think removal (one definition for RL and fixed-mode evaluation), trimmed."""
+    return strip_reasoning(text).strip()
 
 
 def cut_end_token(text: str) -> str:
