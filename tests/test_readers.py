@@ -204,3 +204,11 @@ def test_invalid_json_list_names_line(tmp_path: Path) -> None:
     spec = spec_for(tmp_path, "  reader: json\n  splits: {train: d.json}\n  fields: [text, label]")
     with pytest.raises(SourceError, match=r"d.json:3: invalid JSON"):
         read_task(spec, tmp_path)
+
+
+def test_label_map_file_with_extra_columns(tmp_path: Path) -> None:
+    (tmp_path / "t_text.txt").write_text("love it\nso funny\n")
+    (tmp_path / "t_labels.txt").write_text("0\n1\n")
+    (tmp_path / "mapping.txt").write_text("0\t❤\t_red_heart_\n1\t😂\t_face_with_tears_of_joy_\n")
+    spec = spec_for(tmp_path, "  reader: tweeteval\n  splits: {train: t}\n  label_maps: {label: {file: mapping.txt}}")
+    assert read_task(spec, tmp_path).frame.collect()["label"].to_list() == ["❤", "😂"]

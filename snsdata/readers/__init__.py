@@ -67,10 +67,8 @@ def _label_values(label_map: LabelMap, data_root: Path, task_id: str) -> dict[st
         parts = line.split("\t")
         if len(parts) == 1:
             values[str(number - 1)] = parts[0].strip()
-        elif len(parts) == 2:
+        else:  # `id<TAB>name`, possibly with more columns after the name (TweetEval emoji: `0<TAB>❤<TAB>_red_heart_`)
             values[parts[0].strip()] = parts[1].strip()
-        else:
-            raise SourceError(f"{path}:{number}: expected 'id<TAB>name', got {line!r}")
     return values
 
 

@@ -36,7 +36,7 @@ class LabelMap(_Strict):
 
     values: dict[str, str] | None = None
     file: str | None = None
-    """Path relative to the data root; lines `id<TAB>name` (or one name per line, ids counted from 0)."""
+    """Path relative to the data root; lines `id<TAB>name[<TAB>...]` (or one name per line, ids from 0)."""
 
     @model_validator(mode="after")
     def _one_source(self) -> LabelMap:
