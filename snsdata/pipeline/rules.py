@@ -157,12 +157,11 @@ class _Share(RuleConfig):
     """Share of visible characters matched by one pattern, bounded above by `max`."""
 
     pattern: ClassVar[str]
-    metric: ClassVar[str]
     max: float
 
     def reason(self, text: pl.Expr) -> pl.Expr:
         value = share(covered_chars(text, self.pattern), visible_chars(text))
-        return first_reason([above(self.metric, value, self.max)])
+        return first_reason([above(self.step, value, self.max)])
 
 
 class UrlShare(_Share):
@@ -171,7 +170,6 @@ class UrlShare(_Share):
     step: Literal["url_share"] = "url_share"
     max: float = Field(default=0.3, ge=0, le=1)
     pattern = URL
-    metric = "url_share"
 
 
 class HashtagShare(_Share):
@@ -180,7 +178,6 @@ class HashtagShare(_Share):
     step: Literal["hashtag_share"] = "hashtag_share"
     max: float = Field(default=0.5, ge=0, le=1)
     pattern = HASHTAG
-    metric = "hashtag_share"
 
 
 class MentionShare(_Share):
@@ -189,7 +186,6 @@ class MentionShare(_Share):
     step: Literal["mention_share"] = "mention_share"
     max: float = Field(default=0.5, ge=0, le=1)
     pattern = MENTION
-    metric = "mention_share"
 
 
 class EmojiShare(_Share):
@@ -198,7 +194,6 @@ class EmojiShare(_Share):
     step: Literal["emoji_share"] = "emoji_share"
     max: float = Field(default=0.5, ge=0, le=1)
     pattern = EMOJI
-    metric = "emoji_share"
 
 
 class SymbolShare(_Share):
@@ -207,7 +202,6 @@ class SymbolShare(_Share):
     step: Literal["symbol_share"] = "symbol_share"
     max: float = Field(default=0.4, ge=0, le=1)
     pattern = SYMBOL
-    metric = "symbol_share"
 
 
 class StickerShare(_Share):
@@ -216,7 +210,6 @@ class StickerShare(_Share):
     step: Literal["sticker_share"] = "sticker_share"
     max: float = Field(default=0.5, ge=0, le=1)
     pattern = STICKER
-    metric = "sticker_share"
 
 
 class CjkShare(RuleConfig):
