@@ -165,12 +165,13 @@ def find_duplicates(
     workers: int = 2,
     progress: Progress | None = None,
 ) -> Duplicates:
-    """Positions of exact and near duplicates in `frame`, each mapped to the earliest row of its cluster.
+    """Positions of exact and near duplicates in `frame`, each mapped to the kept row it duplicates.
 
-    Exact: equal normalised text (NFKC, casefold, whitespace collapsed). Near: MinHash LSH candidates whose
-    true shingle-set Jaccard is >= threshold, joined into clusters (connected components); each cluster keeps
-    its earliest row. `frame` is scanned twice (all rows, then only candidate rows). Batches are hashed on
-    `workers` threads; the result does not depend on `workers` or `batch_size`.
+    Exact: equal normalised text (NFKC, casefold, whitespace collapsed); copies name the first occurrence's
+    kept row. Near: MinHash LSH candidates whose true shingle-set Jaccard is >= threshold; a row is removed
+    when it is that similar to an earlier kept row (`minhash.keep_first`), so every removed row is within the
+    threshold of the row it names. `frame` is scanned twice (all rows, then only candidate rows). Batches are
+    hashed on `workers` threads; the result does not depend on `workers` or `batch_size`.
     """
     params = params or NearParams()
     batches = _batches(frame, text_column, batch_size)
@@ -196,14 +197,11 @@ def find_duplicates(
             rows = np.unique(np.concatenate([a, b]))
             sets = _shingle_sets(frame, text_column, rows, params, batch_size, workers)
             ia, ib = np.searchsorted(rows, a), np.searchsorted(rows, b)
-            keep = minhash.jaccard(sets, ia, ib) >= params.threshold
-            if keep.any():
-                nodes, roots = minhash.connected_components(a[keep], b[keep])
-                moved = nodes != roots
-                rep[nodes[moved]] = roots[moved]
-                similarity[nodes[moved]] = minhash.jaccard(
-                    sets, np.searchsorted(rows, roots[moved]), np.searchsorted(rows, nodes[moved])
-                )
+            pair_similarity = minhash.jaccard(sets, ia, ib)
+            keep = pair_similarity >= params.threshold
+            near_rows, near_of, near_similarity = minhash.keep_first(a[keep], b[keep], pair_similarity[keep])
+            rep[near_rows] = near_of
+            similarity[near_rows] = near_similarity
     # an exact copy follows its first occurrence, wherever that went
     rep[is_exact] = rep[exact_first[is_exact]]
     similarity[is_exact] = 1.0

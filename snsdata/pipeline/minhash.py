@@ -387,23 +387,20 @@ def jaccard(sets: ShingleSets, a: np.ndarray, b: np.ndarray, chunk_elements: int
     return out
 
 
-def connected_components(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(nodes, representative): every row touched by an edge and the smallest row id of its component."""
-    nodes = np.unique(np.concatenate([a, b]))
-    ia = np.searchsorted(nodes, a)
-    ib = np.searchsorted(nodes, b)
-    label = np.arange(nodes.size, dtype=np.int64)
-    while True:
-        low = np.minimum(label[ia], label[ib])
-        if np.array_equal(label[ia], low) and np.array_equal(label[ib], low):
-            break
-        np.minimum.at(label, ia, low)
-        np.minimum.at(label, ib, low)
-        while True:  # pointer jumping: labels only ever point to smaller indices, so this converges
-            jumped = label[label]
-            if np.array_equal(jumped, label):
-                break
-            label = jumped
-    return nodes, nodes[label]
+def keep_first(a: np.ndarray, b: np.ndarray, similarity: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Greedy keep-first clustering of verified pairs (a < b): (removed rows, kept row each duplicates, Jaccard).
 
-
+    Rows are decided in input order: a row is removed only when it is similar to an earlier row that is kept,
+    and it names the most similar such row. Unlike connected components this never chains: every removed row
+    is within the threshold of the row it points to. The walk is sequential by nature (a row's fate depends on
+    earlier decisions), so it runs in Python, but only over verified pairs, a small share of the rows.
+    """
+    order = np.lexsort((a, -similarity, b))  # by later row, then most similar, then earliest partner
+    removed: dict[int, tuple[int, float]] = {}
+    for earlier, later, sim in zip(a[order].tolist(), b[order].tolist(), similarity[order].tolist(), strict=True):
+        if later not in removed and earlier not in removed:
+            removed[later] = (earlier, sim)
+    rows = np.fromiter(removed, dtype=np.int64, count=len(removed))
+    of = np.fromiter((kept for kept, _ in removed.values()), dtype=np.int64, count=len(removed))
+    sims = np.fromiter((sim for _, sim in removed.values()), dtype=np.float64, count=len(removed))
+    return rows, of, sims
