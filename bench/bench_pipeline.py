@@ -59,11 +59,10 @@ def child(args: argparse.Namespace) -> None:
     from snsdata.pipeline.runner import run_pipeline_to_files
 
     rows = args.n[0]
-    source = pl.scan_parquet(args.corpus)
     tiles = -(-rows // CORPUS_ROWS)
-    frame = pl.concat([source] * tiles).head(rows) if tiles > 1 else source.head(rows)
+    frame = pl.scan_parquet([args.corpus] * tiles).head(rows)
     started = time.time()
-    counts = run_pipeline_to_files(frame, json.loads(args.steps), args.out, args.rejects)
+    counts = run_pipeline_to_files(frame, json.loads(args.steps), args.out, args.rejects, rescannable=True)
     print(json.dumps({"seconds": time.time() - started, "counts": [vars(c) for c in counts]}))
 
 

@@ -170,6 +170,15 @@ def test_signature_estimates_agree_with_datasketch() -> None:
     assert abs(float(np.mean(ours - truth))) < 0.05
 
 
+def test_compact_estimate_takes_out_chance_agreement() -> None:
+    # 8-bit bins of unrelated rows agree 1 time in 256; the estimate must not read that as similarity
+    rng = np.random.default_rng(0)
+    sig = minhash.compact(rng.integers(0, 2**63, size=(10_000, 126), dtype=np.uint64))
+    a, b = np.arange(5_000), np.arange(5_000, 10_000)
+    assert float(minhash.estimated_similarity(sig, a, b).mean()) < 0.003  # raw share of equal bins: 1/256
+    assert (minhash.estimated_similarity(sig, a, a) == 1.0).all()
+
+
 def test_banding_choice_finds_pairs_at_the_threshold() -> None:
     bands, rows = minhash.choose_bands(0.8, 128)
     assert bands * rows <= 128
@@ -179,9 +188,11 @@ def test_banding_choice_finds_pairs_at_the_threshold() -> None:
 
 
 def test_candidate_pairs_link_each_bucket_member_to_first_and_previous() -> None:
-    table = minhash.fmix64(np.array([[5, 9, 5, 7, 5, 9]], dtype=np.uint64))  # hashes use all 64 bits
+    table = (minhash.fmix64(np.array([[5, 9, 5, 7, 5, 9]], dtype=np.uint64)) >> np.uint64(32)).astype(np.uint32)
     a, b = minhash.candidate_pairs(table)
     assert sorted(zip(a.tolist(), b.tolist(), strict=True)) == [(0, 2), (0, 4), (1, 5), (2, 4)]
+    a, b = minhash.candidate_pairs(table, np.array([0, 1, 3, 4, 5]))  # row 2 takes no part
+    assert sorted(zip(a.tolist(), b.tolist(), strict=True)) == [(0, 4), (1, 5)]
 
 
 def test_keep_first_never_chains_and_names_the_most_similar_kept_row() -> None:

@@ -11,6 +11,7 @@ import polars as pl
 import pytest
 
 from snsdata.frames import REJECT_SCHEMA
+from snsdata.pipeline.base import ROW, slice_batches
 from snsdata.pipeline.config import REGISTRY, load_pipeline_config, parse_steps
 from snsdata.pipeline.fasttext_filters import train_quality
 from snsdata.pipeline.runner import run_pipeline, run_pipeline_to_files
@@ -108,6 +109,36 @@ def test_batch_size_and_threads_do_not_change_the_result() -> None:
     # rejects come batch by batch, so only their order depends on the batch size
     assert small.rejects.sort("step", "record_id").equals(large.rejects.sort("step", "record_id"))
     assert run_pipeline(_frame(False), steps, batch_size=3, workers=1).rejects.equals(small.rejects)
+
+
+def test_any_input_kind_gives_the_same_result(tmp_path: Path) -> None:
+    # an in-memory frame and a Parquet scan are sliced directly; JSONL and lazy queries are streamed to Parquet
+    steps = [{"step": "length"}, {"step": "near_dedup"}, {"step": "repetition"}, {"step": "exact_dedup"}]
+    memory = run_pipeline(_frame(True), steps, batch_size=4)
+    _frame(True).write_ndjson(tmp_path / "in.jsonl")
+    _frame(True).write_parquet(tmp_path / "in.parquet")
+    lazy_inputs = [pl.scan_ndjson(tmp_path / "in.jsonl", schema=_frame(True).schema),
+                   pl.scan_parquet(tmp_path / "in.parquet").filter(pl.col("likes") >= 0)]
+    for lazy in lazy_inputs:
+        other = run_pipeline(lazy, steps, batch_size=4)
+        assert other.kept.equals(memory.kept) and other.rejects.equals(memory.rejects)
+        assert other.counts == memory.counts
+
+
+def test_slice_batches_cover_the_frame_once() -> None:
+    frame = _frame(False).lazy()
+    batches = list(slice_batches(frame, 5))
+    assert [offset for offset, _ in batches] == [0, 5, 10, 15]
+    assert pl.concat([batch for _, batch in batches]).equals(_frame(False))
+    assert list(slice_batches(frame.head(0), 5)) == []
+
+
+def test_global_step_verdicts_name_the_dropped_rows() -> None:
+    result = REGISTRY["near_dedup"]().build("text")(_frame(True).lazy())
+    rejected = result.rejected.collect()
+    assert result.verdicts is not None
+    assert result.verdicts[ROW].to_list() == rejected[ROW].to_list() == [1, 3]
+    assert result.verdicts["__duplicate_of"].to_list() == ["r0", "r2"]
 
 
 def test_files_are_byte_identical_between_runs(tmp_path: Path) -> None:

@@ -2,10 +2,10 @@
 
 Three streaming passes over the input, each in batches so memory stays bounded:
 1. every row: normalised code points -> exact key, compact MinHash signature and LSH band hashes (kept:
-   about 2 * num_perm + 8 * bands + 32 bytes a row, ~450 with the defaults);
-2. only the rows in a candidate pair that survives the signature estimate: their shingle sets, to compute the
-   true Jaccard;
-3. the output: the input split by the removed row positions (done lazily by the caller).
+   24 + bands x rows + 4 x bands bytes a row, 234 with the defaults);
+2. only the rows in a candidate pair that survives the signature estimate (read in one filtered query, a
+   small share of the rows): their shingle sets, to compute the true Jaccard;
+3. the output: the input split by the verdicts on the removed rows (by the runner, batch by batch).
 Rows with empty or null text are never duplicates of anything: they pass through to later steps.
 """
 
@@ -21,7 +21,18 @@ import polars as pl
 from pydantic import Field, model_validator
 
 from snsdata.pipeline import minhash
-from snsdata.pipeline.base import DUPLICATE_OF, REASON, STEP, Step, StepConfig, StepResult, id_expr, with_row_ids
+from snsdata.pipeline.base import (
+    DUPLICATE_OF,
+    REASON,
+    ROW,
+    STEP,
+    Step,
+    StepConfig,
+    StepResult,
+    id_expr,
+    slice_batches,
+    with_row_ids,
+)
 from snsdata.pipeline.parallel import ordered_map
 from snsdata.pipeline.textnorm import CodePoints, codepoints, row_digests
 
@@ -68,9 +79,8 @@ class Duplicates:
 
 
 def _batches(frame: pl.LazyFrame, column: str, batch_size: int) -> Iterator[pl.Series]:
-    for batch in frame.select(pl.col(column)).collect_batches(chunk_size=batch_size):
-        if batch.height:
-            yield batch.get_column(column)
+    for _, batch in slice_batches(frame.select(pl.col(column)), batch_size):
+        yield batch.get_column(column)
 
 
 def _units(cps: CodePoints, params: NearParams) -> minhash.Units:
@@ -88,13 +98,13 @@ def _mapped(function: Callable[[pl.Series], _T], batches: Iterator[pl.Series], w
 
 @dataclass(frozen=True)
 class _Hashed:
-    """What the first pass keeps of a batch."""
+    """What the first pass keeps of a batch, or of every row (see `_first_pass`)."""
 
     keys: np.ndarray  # rows x 2 uint64: normalised-text digest
-    lengths: np.ndarray  # normalised length in characters
-    shingles: np.ndarray | None  # shingles per row
-    sig: np.ndarray | None  # rows x num_perm uint16: compact MinHash signature
-    bands: np.ndarray | None  # bands x rows uint64: LSH band hashes
+    lengths: np.ndarray  # int32: normalised length in characters
+    shingles: np.ndarray | None  # int32: distinct-shingle upper bound (shingles per row)
+    sig: np.ndarray | None  # rows x num_perm uint8: compact MinHash signature
+    bands: np.ndarray | None  # bands x rows uint32: LSH band hashes
 
 
 def _hash_batch(texts: pl.Series, params: NearParams, near: bool) -> _Hashed:
@@ -104,9 +114,35 @@ def _hash_batch(texts: pl.Series, params: NearParams, near: bool) -> _Hashed:
     bands, rows_per_band = params.banding()
     hashes, counts = minhash.shingle_hashes(_units(cps, params), params.ngram, params.seed)
     sig = minhash.signatures(hashes, counts, bands * rows_per_band, params.seed)
-    sig16 = minhash.compact(sig)
-    return _Hashed(row_digests(cps), cps.lengths, counts, sig16,
-                   minhash.band_hashes(sig16, bands, rows_per_band, params.seed))
+    return _Hashed(row_digests(cps), cps.lengths, counts, minhash.compact(sig),
+                   minhash.band_hashes(sig, bands, rows_per_band, params.seed))
+
+
+def _first_pass(frame: pl.LazyFrame, column: str, params: NearParams, near: bool, batch_size: int, workers: int,
+                progress: Progress | None) -> _Hashed:
+    """Every row hashed, batch by batch on `workers` threads, into arrays sized once for the whole input (no
+    concatenation, so the peak is what is kept)."""
+    total = frame.select(pl.len()).collect().item()
+    bands, rows_per_band = params.banding()
+    kept = _Hashed(
+        np.zeros((total, 2), np.uint64), np.zeros(total, np.int32),
+        np.zeros(total, np.int32) if near else None,
+        np.zeros((total, bands * rows_per_band), np.uint8) if near else None,
+        np.zeros((bands, total), np.uint32) if near else None,
+    )
+    start = 0
+    for batch in _mapped(partial(_hash_batch, params=params, near=near), _batches(frame, column, batch_size),
+                         workers, progress):
+        stop = start + batch.lengths.size
+        kept.keys[start:stop] = batch.keys
+        kept.lengths[start:stop] = batch.lengths
+        if near:
+            assert kept.shingles is not None and kept.sig is not None and kept.bands is not None
+            kept.shingles[start:stop] = batch.shingles
+            kept.sig[start:stop] = batch.sig
+            kept.bands[:, start:stop] = batch.bands
+        start = stop
+    return kept
 
 
 def _set_batch(texts: pl.Series, params: NearParams) -> minhash.ShingleSets:
@@ -122,8 +158,9 @@ def _shingle_sets(frame: pl.LazyFrame, column: str, rows: np.ndarray, params: Ne
         .with_row_index(_POS)
         .filter(pl.col(_POS).is_in(pl.Series(rows, dtype=pl.UInt32).implode()))
         .select(column)
+        .collect()
     )
-    batches = _batches(picked, column, batch_size)
+    batches = _batches(picked.lazy(), column, batch_size)
     parts = list(_mapped(partial(_set_batch, params=params), batches, workers, None))
     if not parts:
         empty = np.zeros(0, dtype=np.int64)
@@ -134,23 +171,15 @@ def _shingle_sets(frame: pl.LazyFrame, column: str, rows: np.ndarray, params: Ne
     return minhash.ShingleSets(np.concatenate([part.values for part in parts]), starts, lengths)
 
 
-def _near_pairs(hashed: list[_Hashed], eligible: np.ndarray, params: NearParams) -> tuple[np.ndarray, np.ndarray]:
+def _near_pairs(hashed: _Hashed, eligible: np.ndarray, params: NearParams) -> tuple[np.ndarray, np.ndarray]:
     """Candidate pairs (earlier, later) among eligible rows worth a true-Jaccard check."""
-    band_table = np.concatenate([h.bands for h in hashed if h.bands is not None], axis=1)
-    # rows that take no part (empty, exact copies) get bucket keys no other row has
-    outside = np.flatnonzero(~eligible).astype(np.uint64)
-    band_table[:, ~eligible] = minhash.fmix64(outside | np.uint64(1 << 63))
-    a, b = minhash.candidate_pairs(band_table)
-    del band_table
-    inside = eligible[a] & eligible[b]
-    a, b = a[inside], b[inside]
-    sig = np.concatenate([h.sig for h in hashed if h.sig is not None])
-    shingles = np.concatenate([h.shingles for h in hashed if h.shingles is not None])
+    assert hashed.bands is not None and hashed.sig is not None and hashed.shingles is not None
+    a, b = minhash.candidate_pairs(hashed.bands, np.flatnonzero(eligible))
     bands, rows_per_band = params.banding()
     # skip pairs whose signatures already rule out the threshold; the rest get the true Jaccard
     keep = minhash.plausible(
-        minhash.estimated_similarity(sig, a, b), np.minimum(shingles[a], shingles[b]), params.threshold,
-        bands * rows_per_band,
+        minhash.estimated_similarity(hashed.sig, a, b),
+        np.minimum(hashed.shingles[a], hashed.shingles[b]), params.threshold, bands * rows_per_band,
     )
     return a[keep], b[keep]
 
@@ -174,10 +203,8 @@ def find_duplicates(
     hashed on `workers` threads; the result does not depend on `workers` or `batch_size`.
     """
     params = params or NearParams()
-    batches = _batches(frame, text_column, batch_size)
-    hashed = list(_mapped(partial(_hash_batch, params=params, near=near), batches, workers, progress))
-    keys = np.concatenate([h.keys for h in hashed]) if hashed else np.zeros((0, 2), np.uint64)
-    lengths = np.concatenate([h.lengths for h in hashed]) if hashed else np.zeros(0, np.int64)
+    hashed = _first_pass(frame, text_column, params, near, batch_size, workers, progress)
+    keys, lengths = hashed.keys, hashed.lengths
     positions = np.arange(lengths.size, dtype=np.int64)
     table = pl.DataFrame({"k0": keys[:, 0], "k1": keys[:, 1], "len": lengths, "pos": positions})
     exact_first = (
@@ -213,34 +240,34 @@ def dedup_step(frame: pl.LazyFrame, text_column: str, *, near: bool, params: Nea
                workers: int = 2, step: str = "dedup", progress: Progress | None = None) -> StepResult:
     """Dedup as a pipeline step: kept rows in input order; rejected rows name the kept row's id.
 
-    `frame` is scanned several times (a Parquet scan is ideal); the returned frames are lazy views of it, and
-    `annotated` lets a runner write both halves from one more scan.
+    `frame` is scanned several times (a Parquet scan is ideal); kept and rejected are lazy views of it, and
+    the verdicts let a runner split the input batch by batch.
     """
     frame = with_row_ids(frame)
     dups = find_duplicates(frame, text_column, near=near, params=params, batch_size=batch_size, workers=workers,
                            progress=progress)
-    indexed = frame.with_row_index(_POS)
+    row_ids = frame.select(ROW).collect().get_column(ROW)
     targets = np.unique(dups.of)
     ids = (
-        indexed.filter(pl.col(_POS).is_in(pl.Series(targets, dtype=pl.UInt32).implode()))
+        frame.with_row_index(_POS)
+        .filter(pl.col(_POS).is_in(pl.Series(targets, dtype=pl.UInt32).implode()))
         .select(pl.col(_POS).alias("__of"), id_expr(frame.collect_schema()).alias(DUPLICATE_OF))
         .collect()
     )
-    removed = pl.DataFrame(
-        {
-            _POS: pl.Series(dups.row, dtype=pl.UInt32),
-            "__of": pl.Series(dups.of, dtype=pl.UInt32),
-            REASON: pl.Series(dups.reasons(params.ngram, params.word_ngrams), dtype=pl.String),
-        }
-    ).join(ids, on="__of", how="left", maintain_order="left").drop("__of")
-    annotated = (
-        indexed.join(removed.lazy(), on=_POS, how="left", maintain_order="left")
-        .with_columns(pl.when(pl.col(REASON).is_not_null()).then(pl.lit(step)).alias(STEP))
-        .drop(_POS)
+    verdicts = (
+        pl.DataFrame(
+            {
+                ROW: row_ids.gather(dups.row),
+                "__of": pl.Series(dups.of, dtype=pl.UInt32),
+                REASON: pl.Series(dups.reasons(params.ngram, params.word_ngrams), dtype=pl.String),
+            }
+        )
+        .join(ids, on="__of", how="left", maintain_order="left")
+        .select(ROW, REASON, pl.lit(step).alias(STEP), DUPLICATE_OF)
     )
+    annotated = frame.join(verdicts.lazy(), on=ROW, how="left", maintain_order="left")
     kept = annotated.filter(pl.col(REASON).is_null()).drop(REASON, STEP, DUPLICATE_OF)
-    rejected = annotated.filter(pl.col(REASON).is_not_null())
-    return StepResult(kept, rejected, annotated)
+    return StepResult(kept, annotated.filter(pl.col(REASON).is_not_null()), verdicts)
 
 
 class ExactDedup(StepConfig):

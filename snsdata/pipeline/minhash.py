@@ -7,9 +7,9 @@ Every function works on flat numpy arrays of a whole batch, never on one row at 
   high bits and the bin keeps its minimum, so the cost is one pass over the shingles instead of K passes; empty
   bins are filled by optimal densification (Shrivastava 2017), which keeps the per-bin collision probability
   equal to the Jaccard similarity;
-- LSH: each band is bucketed by sorting packed (hash, row) integers, never with Python dicts;
+- LSH: 32-bit band hashes, each band bucketed by sorting packed (hash, row) integers, never with Python dicts;
 - verification: the true Jaccard of two shingle sets by a merge of sorted arrays;
-- clusters: connected components by vectorised label propagation, the smallest row index labelling each.
+- clusters: greedy keep-first over the verified pairs, the one sequential walk (over pairs, not rows).
 """
 
 from __future__ import annotations
@@ -226,36 +226,42 @@ def _densify(sig: np.ndarray, has_shingles: np.ndarray, seed: int) -> None:
     flat[todo] = flat[offsets[np.arange(todo.size), np.argmax(filled[offsets], axis=1)]]
 
 
-def compact(sig: np.ndarray) -> np.ndarray:
-    """Keep 16 bits of each bin (b-bit minwise hashing): 2 bytes a bin for the whole corpus instead of 8.
+_FINGERPRINT_BITS = 8
 
-    Unequal minima agree on 16 bits with chance 2**-16, which neither banding (6 bins must agree) nor the
-    similarity estimate notices.
-    """
-    return sig.astype(np.uint16)
+
+def compact(sig: np.ndarray) -> np.ndarray:
+    """Keep 8 bits of each bin (b-bit minwise hashing, Li and Koenig 2010): one byte a bin for the whole
+    corpus instead of eight. Unequal minima agree on 8 bits one time in 256; `estimated_similarity` takes
+    that chance out. Banding uses the full bins before they are cut."""
+    return sig.astype(np.uint8)
 
 
 def band_hashes(sig: np.ndarray, bands: int, rows_per_band: int, seed: int) -> np.ndarray:
-    """One 64-bit hash per band of compact signatures, as bands x rows (each band contiguous for LSH);
-    the band number is mixed in through a per-band salt."""
+    """One 32-bit hash per band of full signatures, as bands x rows (each band contiguous for LSH); the band
+    number is mixed in through a per-band salt. 32 bits put a false bucket-mate in a band about once per
+    2**32 / rows pairs; the signature estimate and the true Jaccard drop those."""
     n = sig.shape[0]
-    block = sig[:, : bands * rows_per_band].reshape(n, bands, rows_per_band).astype(np.uint64)
+    block = sig[:, : bands * rows_per_band].reshape(n, bands, rows_per_band)
     mult = _constants(seed ^ 0xBA4D, 1)[0]
     acc = block[:, :, 0].copy()
     for k in range(1, rows_per_band):
         acc *= mult
         acc += block[:, :, k]
     acc += _constants(seed ^ 0x5A17, bands)[None, :]
-    return np.ascontiguousarray(fmix64(acc).T)
+    return np.ascontiguousarray((fmix64(acc) >> np.uint64(32)).astype(np.uint32).T)
 
 
 def estimated_similarity(sig: np.ndarray, a: np.ndarray, b: np.ndarray, chunk: int = 65_536) -> np.ndarray:
-    """Share of equal bins between rows a[p] and b[p] of compact signatures: the MinHash Jaccard estimate."""
+    """MinHash Jaccard estimate of rows a[p] and b[p] from compact signatures: the share of equal bins, less
+    the chance that two different minima agree on their kept bits."""
+    chance = 2.0**-_FINGERPRINT_BITS
     out = np.empty(a.size, dtype=np.float64)
     for start in range(0, a.size, chunk):
         stop = start + chunk
         out[start:stop] = (sig[a[start:stop]] == sig[b[start:stop]]).mean(axis=1)
-    return out
+    out -= chance
+    out /= 1.0 - chance
+    return np.clip(out, 0.0, 1.0, out=out)
 
 
 def plausible(estimate: np.ndarray, shingles: np.ndarray, threshold: float, num_perm: int) -> np.ndarray:
@@ -286,33 +292,33 @@ def choose_bands(threshold: float, num_perm: int, min_recall: float = 0.995) -> 
     return best
 
 
-def candidate_pairs(bands: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Pairs (earlier, later) of rows (column indices of `bands`, bands x rows) sharing a band bucket.
+def candidate_pairs(bands: np.ndarray, rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Pairs (earlier, later) of rows sharing a band bucket; `bands` is bands x rows of 32-bit hashes and
+    `rows` (ascending) the columns taking part (None: all).
 
-    Each band is bucketed by one sort of (hash high bits | row index) packed in a uint64, so a bucket's rows
-    come out contiguous and in row order. Each member is paired with its bucket's earliest row and with the
-    member just before it, so one stray collision cannot hide a true pair. Truncating the hash to make room
-    for the row index only adds rare false candidates, which verification removes.
+    Each band is bucketed by one sort of (hash << 32 | column) packed in a uint64, so a bucket's rows come
+    out contiguous and in row order. Each member is paired with its bucket's earliest row and with the member
+    just before it, so one stray collision cannot hide a true pair.
     """
-    rows = bands.shape[1]
-    index_bits = max(1, int(rows - 1).bit_length())
-    mask = np.uint64((1 << index_bits) - 1)
-    index = np.arange(rows, dtype=np.uint64)
+    rows = np.arange(bands.shape[1], dtype=np.int64) if rows is None else rows
+    count = rows.size
+    low = np.uint64(0xFFFFFFFF)
+    index = rows.astype(np.uint64)
     firsts: list[np.ndarray] = []
     seconds: list[np.ndarray] = []
     for hashes in bands:
-        packed = hashes >> np.uint64(index_bits)
-        packed <<= np.uint64(index_bits)
+        packed = hashes[rows].astype(np.uint64)
+        packed <<= np.uint64(32)
         packed |= index
         packed.sort()
-        bucket = packed >> np.uint64(index_bits)
-        same = bucket[1:] == bucket[:-1]  # same[i]: row i + 1 shares the bucket of row i
+        bucket = packed >> np.uint64(32)
+        same = bucket[1:] == bucket[:-1]  # same[i]: entry i + 1 shares the bucket of entry i
         if not same.any():
             continue
-        members = (packed & mask).astype(np.int64)
-        opens = np.ones(rows, dtype=bool)
+        members = (packed & low).astype(np.int64)
+        opens = np.ones(count, dtype=bool)
         opens[1:] = ~same
-        first = members[np.maximum.accumulate(np.where(opens, np.arange(rows), 0))]
+        first = members[np.maximum.accumulate(np.where(opens, np.arange(count), 0))]
         inner = np.flatnonzero(same) + 1
         firsts += [first[inner], members[inner - 1]]
         seconds += [members[inner], members[inner]]

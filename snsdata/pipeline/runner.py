@@ -1,8 +1,10 @@
 """The local runner: steps in order, rows counted in and out of every step, every dropped row kept.
 
-Consecutive row-local steps run batch by batch (memory stays flat however long the input); a global step
-(dedup) gets its whole input as a Parquet scan (spilled to a temporary directory when it is not one already),
-then the kept rows stream on. After every step the runner checks rows in = kept + rejected.
+Every read is a slice query of a Parquet scan or an in-memory frame (an input that is neither, such as
+JSONL, is first streamed to Parquet in a temporary directory), so memory holds a few batches however long
+the input. Consecutive row-local steps run batch by batch; a global step (dedup) gets its whole input as a
+scan, returns its verdicts on the rows it drops, and the runner applies them batch by batch. Between stages
+kept rows are spilled to Parquet. After every step the runner checks rows in = kept + rejected.
 """
 
 from __future__ import annotations
@@ -18,11 +20,10 @@ import polars as pl
 
 from snsdata.frames import REJECT_SCHEMA, empty_rejects
 from snsdata.pipeline.base import (
-    DUPLICATE_OF,
     REASON,
     ROW,
-    STEP,
     StepConfig,
+    slice_batches,
     to_rejects,
     user_columns,
     with_row_ids,
@@ -72,9 +73,12 @@ def _stages(configs: list[StepConfig]) -> list[list[int]]:
 
 
 def _batches(frame: pl.LazyFrame, batch_size: int) -> Iterator[pl.DataFrame]:
-    for batch in frame.collect_batches(chunk_size=batch_size):
+    """Batches carrying ROW: the frame's own, or numbered here (a row index on the frame would stop slices
+    from reaching the reader)."""
+    numbered = ROW in frame.collect_schema()
+    for offset, batch in slice_batches(frame, batch_size):
         if batch.height:
-            yield batch
+            yield batch if numbered else batch.with_row_index(ROW, offset=offset)
 
 
 def _check(count: StepCount) -> None:
@@ -87,10 +91,10 @@ class _Run:
     """One execution: the steps, where kept rows and rejects go, and the counts."""
 
     def __init__(self, configs: list[StepConfig], text_column: str, on_kept: Sink, on_rejects: Sink,
-                 batch_size: int, source: str, progress: Progress | None, rescannable: bool, workers: int):
+                 batch_size: int, source: str, progress: Progress | None, workers: int):
         self.configs = configs
-        # a global first step reading the input itself (not a spill of it) is the one to report progress
-        first_reads = bool(configs) and configs[0].scope == "global" and rescannable
+        # a global first step reads the input first, so it is the one to report progress
+        first_reads = bool(configs) and configs[0].scope == "global"
         self.steps = [config.build(text_column, progress if first_reads and index == 0 else None)
                       for index, config in enumerate(configs)]
         self.counts = [StepCount(config.step) for config in configs]
@@ -136,25 +140,20 @@ class _Run:
             _check(self.counts[index])
 
     def global_stage(self, index: int, frame: pl.LazyFrame, rows_in: int, out: Sink) -> None:
-        """A whole-input step; its kept rows stream to `out` batch by batch."""
+        """A whole-input step; its verdicts split the input batch by batch, kept rows going to `out`."""
         count = self.counts[index]
         count.rows_in = rows_in
-        result = self.steps[index](frame)
-        if result.annotated is None:
-            for rejects in _batches(to_rejects(result.rejected, self.source), self.batch_size):
-                self._reject(index, rejects)
-            for kept in _batches(result.kept, self.batch_size):
-                count.kept += kept.height
+        verdicts = self.steps[index](with_row_ids(frame)).verdicts
+        if verdicts is None:
+            raise TypeError(f"global step {count.step!r} returned no verdicts")
+        for batch in _batches(frame, self.batch_size):
+            marked = batch.join(verdicts, on=ROW, how="left", maintain_order="left")
+            dropped = marked.get_column(REASON).is_not_null()
+            self._reject(index, to_rejects(marked.filter(dropped).lazy(), self.source).collect())
+            kept = batch.filter(~dropped)
+            count.kept += kept.height
+            if kept.height:
                 out(kept)
-        else:  # one scan for both halves
-            extra = [REASON, STEP, DUPLICATE_OF]
-            for batch in _batches(result.annotated, self.batch_size):
-                dropped = batch.get_column(REASON).is_not_null()
-                self._reject(index, to_rejects(batch.filter(dropped).lazy(), self.source).collect())
-                kept = batch.filter(~dropped).drop(extra)
-                count.kept += kept.height
-                if kept.height:
-                    out(kept)
         _check(count)
 
 
@@ -184,42 +183,43 @@ def execute(frame: pl.LazyFrame, configs: list[StepConfig], text_column: str, on
             progress: Progress | None = None, workers: int = 2) -> list[StepCount]:
     """Run the steps over `frame`, handing kept batches (input columns only) and reject batches to the sinks.
 
-    `rescannable` says `frame` is cheap to read several times (a Parquet scan); otherwise the input of a
-    global first step is spilled to Parquet first. `progress` hears the input rows as they are read.
+    `rescannable` says `frame` is cheap to slice and read again (a Parquet scan, an in-memory frame);
+    otherwise it is first streamed to Parquet. `progress` hears the input rows as they are read.
     Row-local batches go through the steps on `workers` threads; the output is the same for any number.
     """
-    frame = with_row_ids(frame)
-    schema = frame.collect_schema()
+    schema = with_row_ids(frame).collect_schema()
     columns = user_columns(schema)
     if text_column not in columns:
         raise ValueError(f"no column {text_column!r} in the input (columns: {', '.join(columns)})")
-    run = _Run(configs, text_column, on_kept, on_rejects, batch_size, source, progress, rescannable, workers)
+    run = _Run(configs, text_column, on_kept, on_rejects, batch_size, source, progress, workers)
 
     def emit(batch: pl.DataFrame) -> None:
         on_kept(batch.select(columns))
 
     stages = _stages(configs) or [[]]
     with tempfile.TemporaryDirectory(prefix="snsdata-pipeline-") as tmp:
-        current, rows, report = frame, None, True
+        current, rows = frame, None
+        if not rescannable:
+            current = _streamed_to_parquet(frame, Path(tmp) / "input.parquet")
         for number, indices in enumerate(stages):
             last = number == len(stages) - 1
-            is_global = bool(indices) and configs[indices[0]].scope == "global"
-            if is_global and rows is None and not rescannable:
-                spill = _Spill(Path(tmp) / f"input-{number}")
-                run.row_stage([], current, spill.write, report)
-                current, rows, report = spill.scan(schema), spill.rows, False
             spill = None if last else _Spill(Path(tmp) / f"stage-{number}")
             out = emit if spill is None else spill.write
-            if is_global:
+            if indices and configs[indices[0]].scope == "global":
                 if rows is None:
                     rows = current.select(pl.len()).collect().item()
                 run.global_stage(indices[0], current, rows, out)
             else:
-                run.row_stage(indices, current, out, report)
+                run.row_stage(indices, current, out, report=number == 0)
             if spill is not None:
                 current, rows = spill.scan(schema), spill.rows
-            report = False
     return run.counts
+
+
+def _streamed_to_parquet(frame: pl.LazyFrame, path: Path) -> pl.LazyFrame:
+    """`frame` written to `path` by Polars' streaming sink (bounded memory), as a scan that slices cheaply."""
+    frame.sink_parquet(path, compression="zstd", compression_level=1)
+    return pl.scan_parquet(path)
 
 
 def run_pipeline(frame: pl.LazyFrame | pl.DataFrame, steps: PipelineConfig | Sequence[StepConfig | dict[str, Any]],
@@ -227,11 +227,12 @@ def run_pipeline(frame: pl.LazyFrame | pl.DataFrame, steps: PipelineConfig | Seq
                  workers: int = 2) -> PipelineResult:
     """Run a pipeline in memory: kept rows, rejects in REJECT_SCHEMA, and per-step counts."""
     configs, column = _configs(steps, text_column)
+    in_memory = isinstance(frame, pl.DataFrame)
     frame = frame.lazy()
     kept: list[pl.DataFrame] = []
     rejects: list[pl.DataFrame] = []
     counts = execute(frame, configs, column, kept.append, rejects.append, batch_size=batch_size, source=source,
-                     workers=workers)
+                     rescannable=in_memory, workers=workers)
     schema = {name: dtype for name, dtype in frame.collect_schema().items() if name != ROW}
     kept_frame = pl.concat(kept) if kept else pl.DataFrame(schema=schema)
     reject_frame = pl.concat(rejects) if rejects else empty_rejects()
