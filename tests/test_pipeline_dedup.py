@@ -109,6 +109,9 @@ def test_result_does_not_depend_on_batching_and_is_deterministic() -> None:
     texts, _ = _corpus(seed=3)
     frame = pl.LazyFrame({"text": texts})
     runs = [find_duplicates(frame, "text", batch_size=size, workers=w) for size, w in ((13, 1), (1000, 2), (64, 2))]
+    # a shingle budget this small verifies the candidate pairs in many chunks, one scan each
+    runs.append(find_duplicates(frame, "text", max_shingles=500))
+    assert runs[0].row.size > 10
     for other in runs[1:]:
         assert np.array_equal(runs[0].row, other.row) and np.array_equal(runs[0].of, other.of)
         assert np.array_equal(runs[0].similarity, other.similarity)

@@ -3,8 +3,8 @@
 Three streaming passes over the input, each in batches so memory stays bounded:
 1. every row: normalised code points -> exact key, compact MinHash signature and LSH band hashes (kept:
    24 + bands x rows + 4 x bands bytes a row, 234 with the defaults);
-2. only the rows in a candidate pair that survives the signature estimate (read in one filtered query, a
-   small share of the rows): their shingle sets, to compute the true Jaccard;
+2. only the rows in a candidate pair that survives the signature estimate (a small share of the rows), in
+   chunks of pairs under a shingle budget: their shingle sets, to compute the true Jaccard;
 3. the output: the input split by the verdicts on the removed rows (by the runner, batch by batch).
 Rows with empty or null text are never duplicates of anything: they pass through to later steps.
 """
@@ -152,16 +152,18 @@ def _set_batch(texts: pl.Series, params: NearParams) -> minhash.ShingleSets:
 
 def _shingle_sets(frame: pl.LazyFrame, column: str, rows: np.ndarray, params: NearParams, batch_size: int,
                   workers: int) -> minhash.ShingleSets:
-    """Shingle sets of the given input positions (ascending), read back from the frame."""
-    picked = (
-        frame.select(pl.col(column))
-        .with_row_index(_POS)
-        .filter(pl.col(_POS).is_in(pl.Series(rows, dtype=pl.UInt32).implode()))
-        .select(column)
-        .collect()
-    )
-    batches = _batches(picked.lazy(), column, batch_size)
-    parts = list(_mapped(partial(_set_batch, params=params), batches, workers, None))
+    """Shingle sets of the given input positions (ascending), read back slice by slice."""
+    texts = frame.select(pl.col(column))
+    total = texts.select(pl.len()).collect().item()
+
+    def picked() -> Iterator[pl.Series]:
+        for offset in range(0, total, batch_size):
+            first, last = np.searchsorted(rows, [offset, offset + batch_size])
+            if last > first:
+                batch = texts.slice(offset, batch_size).collect().get_column(column)
+                yield batch.gather(rows[first:last] - offset)
+
+    parts = list(_mapped(partial(_set_batch, params=params), picked(), workers, None))
     if not parts:
         empty = np.zeros(0, dtype=np.int64)
         return minhash.ShingleSets(np.zeros(0, dtype=np.uint64), empty, empty)
@@ -169,6 +171,27 @@ def _shingle_sets(frame: pl.LazyFrame, column: str, rows: np.ndarray, params: Ne
     starts = np.zeros(lengths.size, dtype=np.int64)
     np.cumsum(lengths[:-1], out=starts[1:])
     return minhash.ShingleSets(np.concatenate([part.values for part in parts]), starts, lengths)
+
+
+def _true_jaccard(frame: pl.LazyFrame, column: str, a: np.ndarray, b: np.ndarray, shingle_counts: np.ndarray,
+                  params: NearParams, batch_size: int, workers: int, max_shingles: int) -> np.ndarray:
+    """True Jaccard of every candidate pair (sorted by a), chunk by chunk: each chunk's rows hold at most about
+    `max_shingles` shingles (8 bytes each), so memory stays bounded however many candidates a corpus has."""
+    # a row's shingles count once per run of pairs that share it as `a`, and for every pair as `b`
+    new_a = np.ones(a.size, dtype=bool)
+    new_a[1:] = a[1:] != a[:-1]
+    weight = np.cumsum(shingle_counts[b].astype(np.int64) + np.where(new_a, shingle_counts[a], 0))
+    out = np.empty(a.size, dtype=np.float64)
+    start = 0
+    while start < a.size:
+        base = weight[start - 1] if start else 0
+        stop = max(start + 1, int(np.searchsorted(weight, base + max_shingles, side="right")))
+        rows = np.unique(np.concatenate([a[start:stop], b[start:stop]]))
+        sets = _shingle_sets(frame, column, rows, params, batch_size, workers)
+        out[start:stop] = minhash.jaccard(sets, np.searchsorted(rows, a[start:stop]),
+                                          np.searchsorted(rows, b[start:stop]))
+        start = stop
+    return out
 
 
 def _near_pairs(hashed: _Hashed, eligible: np.ndarray, params: NearParams) -> tuple[np.ndarray, np.ndarray]:
@@ -193,14 +216,16 @@ def find_duplicates(
     batch_size: int = 10_000,
     workers: int = 2,
     progress: Progress | None = None,
+    max_shingles: int = 50_000_000,
 ) -> Duplicates:
     """Positions of exact and near duplicates in `frame`, each mapped to the kept row it duplicates.
 
     Exact: equal normalised text (NFKC, casefold, whitespace collapsed); copies name the first occurrence's
     kept row. Near: MinHash LSH candidates whose true shingle-set Jaccard is >= threshold; a row is removed
     when it is that similar to an earlier kept row (`minhash.keep_first`), so every removed row is within the
-    threshold of the row it names. `frame` is scanned twice (all rows, then only candidate rows). Batches are
-    hashed on `workers` threads; the result does not depend on `workers` or `batch_size`.
+    threshold of the row it names. `frame` is scanned once for all rows, then once per chunk of candidate
+    pairs whose shingle sets fit in `max_shingles` values. Batches are hashed on `workers` threads; the result
+    does not depend on `workers`, `batch_size` or `max_shingles`.
     """
     params = params or NearParams()
     hashed = _first_pass(frame, text_column, params, near, batch_size, workers, progress)
@@ -219,12 +244,12 @@ def find_duplicates(
     similarity = np.ones(positions.size)
     if near and positions.size:
         a, b = _near_pairs(hashed, has_text & ~is_exact, params)
+        assert hashed.shingles is not None
+        shingle_counts = hashed.shingles
         del hashed
         if a.size:
-            rows = np.unique(np.concatenate([a, b]))
-            sets = _shingle_sets(frame, text_column, rows, params, batch_size, workers)
-            ia, ib = np.searchsorted(rows, a), np.searchsorted(rows, b)
-            pair_similarity = minhash.jaccard(sets, ia, ib)
+            pair_similarity = _true_jaccard(frame, text_column, a, b, shingle_counts, params, batch_size, workers,
+                                            max_shingles)
             keep = pair_similarity >= params.threshold
             near_rows, near_of, near_similarity = minhash.keep_first(a[keep], b[keep], pair_similarity[keep])
             rep[near_rows] = near_of
@@ -237,7 +262,8 @@ def find_duplicates(
 
 
 def dedup_step(frame: pl.LazyFrame, text_column: str, *, near: bool, params: NearParams, batch_size: int = 10_000,
-               workers: int = 2, step: str = "dedup", progress: Progress | None = None) -> StepResult:
+               workers: int = 2, max_shingles: int = 50_000_000, step: str = "dedup",
+               progress: Progress | None = None) -> StepResult:
     """Dedup as a pipeline step: kept rows in input order; rejected rows name the kept row's id.
 
     `frame` is scanned several times (a Parquet scan is ideal); kept and rejected are lazy views of it, and
@@ -245,14 +271,14 @@ def dedup_step(frame: pl.LazyFrame, text_column: str, *, near: bool, params: Nea
     """
     frame = with_row_ids(frame)
     dups = find_duplicates(frame, text_column, near=near, params=params, batch_size=batch_size, workers=workers,
-                           progress=progress)
-    row_ids = frame.select(ROW).collect().get_column(ROW)
+                           progress=progress, max_shingles=max_shingles)
+    row_ids = frame.select(ROW).collect(engine="streaming").get_column(ROW)
     targets = np.unique(dups.of)
     ids = (
         frame.with_row_index(_POS)
         .filter(pl.col(_POS).is_in(pl.Series(targets, dtype=pl.UInt32).implode()))
         .select(pl.col(_POS).alias("__of"), id_expr(frame.collect_schema()).alias(DUPLICATE_OF))
-        .collect()
+        .collect(engine="streaming")
     )
     verdicts = (
         pl.DataFrame(
@@ -297,6 +323,7 @@ class NearDedup(StepConfig):
     seed: int = 0
     batch_size: int = Field(default=10_000, ge=1)
     workers: int = Field(default=2, ge=1)
+    max_shingles: int = Field(default=50_000_000, ge=1)  # shingles held at once while verifying (8 bytes each)
 
     @model_validator(mode="after")
     def _banding(self) -> NearDedup:
@@ -312,7 +339,8 @@ class NearDedup(StepConfig):
 
     def build(self, text_column: str, progress: Progress | None = None) -> Step:
         return partial(dedup_step, text_column=text_column, near=True, params=self.params(),
-                       batch_size=self.batch_size, workers=self.workers, step=self.step, progress=progress)
+                       batch_size=self.batch_size, workers=self.workers, max_shingles=self.max_shingles,
+                       step=self.step, progress=progress)
 
 
 DEDUP_STEPS: tuple[type[StepConfig], ...] = (ExactDedup, NearDedup)
