@@ -68,7 +68,10 @@ def run_snsdata(path: Path, args: argparse.Namespace) -> dict[str, object]:
         dropped.select(positions.alias("id"), pl.col("duplicate_of").cast(pl.Int64).alias("of"))
         .join(lonely, on="id", how="semi")
     )
-    texts = pl.read_parquet(path, columns=["text"]).get_column("text")
+    needed = pl.concat([lonely_removed["id"], lonely_removed["of"]]).unique()
+    texts = dict(
+        pl.scan_parquet(path).select("id", "text").filter(pl.col("id").is_in(needed.implode())).collect().iter_rows()
+    )
     similarity = [jaccard_c5(texts[row], texts[of]) for row, of in lonely_removed.iter_rows()]
     within = sum(value >= args.threshold for value in similarity)
     tp, removed = score["tp"], score["removed"]
