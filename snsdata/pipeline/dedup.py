@@ -78,9 +78,15 @@ class Duplicates:
         ]
 
 
+_READ_ROWS = 100_000  # rows per slice query: smaller slices cost more per row to read from Parquet
+
+
 def _batches(frame: pl.LazyFrame, column: str, batch_size: int) -> Iterator[pl.Series]:
-    for _, batch in slice_batches(frame.select(pl.col(column)), batch_size):
-        yield batch.get_column(column)
+    """The column in batches of `batch_size` rows (the unit of work on the threads), read in larger slices."""
+    for _, read in slice_batches(frame.select(pl.col(column)), max(batch_size, _READ_ROWS)):
+        texts = read.get_column(column)
+        for start in range(0, texts.len(), batch_size):
+            yield texts.slice(start, batch_size)
 
 
 def _units(cps: CodePoints, params: NearParams) -> minhash.Units:
@@ -157,11 +163,12 @@ def _shingle_sets(frame: pl.LazyFrame, column: str, rows: np.ndarray, params: Ne
     total = texts.select(pl.len()).collect().item()
 
     def picked() -> Iterator[pl.Series]:
-        for offset in range(0, total, batch_size):
-            first, last = np.searchsorted(rows, [offset, offset + batch_size])
+        for offset in range(0, total, _READ_ROWS):
+            first, last = np.searchsorted(rows, [offset, offset + _READ_ROWS])
             if last > first:
-                batch = texts.slice(offset, batch_size).collect().get_column(column)
-                yield batch.gather(rows[first:last] - offset)
+                read = texts.slice(offset, _READ_ROWS).collect().get_column(column)
+                for start in range(first, last, batch_size):
+                    yield read.gather(rows[start : min(start + batch_size, last)] - offset)
 
     parts = list(_mapped(partial(_set_batch, params=params), picked(), workers, None))
     if not parts:
