@@ -304,10 +304,8 @@ def candidate_pairs(bands: np.ndarray, rows: np.ndarray | None = None) -> tuple[
     count = rows.size
     low = np.uint64(0xFFFFFFFF)
     index = rows.astype(np.uint64)
-    # pairs encoded as a << 31 | b (row counts < 2**31), kept sorted and distinct; each band's pairs wait in
-    # `pending` until they outgrow the merged set, so memory follows the distinct pairs, not bands x pairs
-    merged = np.zeros(0, dtype=np.int64)
-    pending: list[np.ndarray] = []
+    firsts: list[np.ndarray] = []
+    seconds: list[np.ndarray] = []
     for hashes in bands:
         packed = hashes[rows].astype(np.uint64)
         packed <<= np.uint64(32)
@@ -323,13 +321,14 @@ def candidate_pairs(bands: np.ndarray, rows: np.ndarray | None = None) -> tuple[
         opens[1:] = ~same
         first = members[np.maximum.accumulate(np.where(opens, np.arange(count), 0))]
         inner = np.flatnonzero(same) + 1
-        later = members[inner]
-        pending.append(np.unique(np.concatenate([first[inner] << 31 | later, members[inner - 1] << 31 | later])))
-        if sum(part.size for part in pending) > max(merged.size, 1 << 20):
-            merged = np.unique(np.concatenate([merged, *pending]))
-            pending = []
-    merged = np.unique(np.concatenate([merged, *pending]))
-    return merged >> 31, merged & ((1 << 31) - 1)
+        firsts += [first[inner], members[inner - 1]]
+        seconds += [members[inner], members[inner]]
+    if not firsts:
+        empty = np.zeros(0, dtype=np.int64)
+        return empty, empty
+    # one sorted, duplicate-free list of pairs: encode (a, b) in one int64 (row counts < 2**31)
+    pairs = np.unique(np.concatenate(firsts) << 31 | np.concatenate(seconds))
+    return pairs >> 31, pairs & ((1 << 31) - 1)
 
 
 @dataclass(frozen=True)
