@@ -60,10 +60,9 @@ def with_row_ids(frame: pl.LazyFrame) -> pl.LazyFrame:
 def slice_batches(frame: pl.LazyFrame, batch_size: int) -> Iterator[tuple[int, pl.DataFrame]]:
     """(offset, rows) of `frame` in batches, each read by its own slice query.
 
-    Memory then holds the batches the caller holds, however slowly it consumes them: Polars'
-    `collect_batches` reads ahead of a slow consumer (a 3M-row Parquet file sat at 2.1 GB resident through
-    the filter chain, against 1.1 GB read by slices). Cheap only where a slice reaches the reader: Parquet
-    scans and in-memory frames, not frames behind a row index, join or filter.
+    Memory then holds the batches the caller holds, however slowly it consumes them, where Polars'
+    `collect_batches` keeps reading ahead of a slow consumer. Cheap only where a slice reaches the reader:
+    Parquet scans and in-memory frames, not frames behind a row index, join or filter.
     """
     total = frame.select(pl.len()).collect().item()
     for offset in range(0, total, batch_size):

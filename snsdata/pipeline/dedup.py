@@ -109,7 +109,7 @@ class _Hashed:
     keys: np.ndarray  # rows x 2 uint64: normalised-text digest
     lengths: np.ndarray  # int32: normalised length in characters
     shingles: np.ndarray | None  # int32: distinct-shingle upper bound (shingles per row)
-    sig: np.ndarray | None  # rows x num_perm uint8: compact MinHash signature
+    sig: np.ndarray | None  # rows x (bands x rows per band) uint8: compact MinHash signature
     bands: np.ndarray | None  # bands x rows uint32: LSH band hashes
 
 
@@ -202,13 +202,13 @@ def _true_jaccard(frame: pl.LazyFrame, column: str, a: np.ndarray, b: np.ndarray
 
 
 def _first_occurrence(keys: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-    """For every row, the position of the first row with the same digest and length: one stable sort (a
-    Polars window over the three keys took 2 GB more at 10M rows)."""
+    """For every row, the position of the first row with the same digest and length: one stable sort, which
+    holds far less than a Polars window over the three keys."""
     order = np.lexsort((lengths, keys[:, 1], keys[:, 0]))  # stable: equal keys stay in input order
-    ordered = keys[order]
+    ordered_keys, ordered_lengths = keys[order], lengths[order]
     starts = np.ones(order.size, dtype=bool)
-    starts[1:] = (ordered[1:] != ordered[:-1]).any(axis=1) | (lengths[order][1:] != lengths[order][:-1])
-    del ordered
+    starts[1:] = (ordered_keys[1:] != ordered_keys[:-1]).any(axis=1) | (ordered_lengths[1:] != ordered_lengths[:-1])
+    del ordered_keys, ordered_lengths
     group = np.cumsum(starts) - 1
     first = np.empty(order.size, dtype=np.int64)
     first[order] = order[np.flatnonzero(starts)][group]

@@ -146,8 +146,13 @@ class _Run:
         verdicts = self.steps[index](with_row_ids(frame)).verdicts
         if verdicts is None:
             raise TypeError(f"global step {count.step!r} returned no verdicts")
+        verdicts = verdicts.sort(ROW)
         for batch in _batches(frame, self.batch_size):
-            marked = batch.join(verdicts, on=ROW, how="left", maintain_order="left")
+            # only the verdicts in this batch's ROW range take part in its join
+            rows = batch.get_column(ROW)
+            first = verdicts.get_column(ROW).search_sorted(rows.min(), side="left")
+            stop = verdicts.get_column(ROW).search_sorted(rows.max(), side="right")
+            marked = batch.join(verdicts.slice(first, stop - first), on=ROW, how="left", maintain_order="left")
             dropped = marked.get_column(REASON).is_not_null()
             self._reject(index, to_rejects(marked.filter(dropped).lazy(), self.source).collect())
             kept = batch.filter(~dropped)
