@@ -25,6 +25,7 @@ from snsdata.rewards.official_text import (
     fixed_items,
     general_postprocess,
     label_matches,
+    np_mean,
     parse_list_literal,
     postprocess_a,
     postprocess_b,
@@ -48,7 +49,8 @@ def _accuracy(golds: list[Any], predictions: list[str], fixed: bool, family: str
     else:
         post = postprocess_a if family == "A" else postprocess_b
         hits = [post(p) == str(g) for g, p in zip(golds, predictions, strict=True)]
-    return {"accuracy": 100 * sum(hits) / len(hits)}
+    # scikit-learn's accuracy_score, then AccEvaluator's `*= 100` (in that order, to the last bit).
+    return {"accuracy": sum(hits) / len(hits) * 100}
 
 
 _LEVEL_SPLIT = re.compile(r"\s*[|/>›»,;，；、]\s*|\s+-\s+")
@@ -70,7 +72,7 @@ def _taxonomy_multiple(golds: list[Any], predictions: list[str], fixed: bool) ->
         else:
             pred = general_postprocess(postprocess_a(prediction))
             hits += pred in (general_postprocess(gold), gold)
-    return {"score": 100 * hits / len(predictions)}
+    return {"score": hits / len(predictions) * 100}
 
 
 # --- set F1 tasks ----------------------------------------------------------------------------------------
@@ -135,13 +137,15 @@ def _chlw(golds: list[Any], predictions: list[str], fixed: bool) -> Result:
     else:
         f1 = round(2 * tp / (p + r + 1e-4), 4)
         precision, recall = round(tp / (p + 1e-4), 4), round(tp / (r + 1e-4), 4)
-    success = 100 * len(pairs) / len(predictions)
+    success = (1 - (len(predictions) - len(pairs)) / len(predictions)) * 100
     return {
+        "success-ratio": success,
         "f1": f1 * 100,
         "precision": precision * 100,
         "recall": recall * 100,
-        "success-ratio": success,
         "success-f1": success * f1,
+        "success-precision": success * precision,
+        "success-recall": success * recall,
     }
 
 
@@ -161,7 +165,7 @@ def querycorr_level(prediction: str, fixed: bool = False) -> str | None:
 
 
 def _querycorr_topic(golds: list[Any], predictions: list[str], fixed: bool) -> Result:
-    """Macro-F1 over the five relevance levels, times the parse rate."""
+    """Per-level precision/recall/F1 and their macro-F1 over the five relevance levels, times the parse rate."""
     tp, fp, fn = Counter[str](), Counter[str](), Counter[str]()
     errors = 0
     for gold, prediction in zip(golds, predictions, strict=True):
@@ -169,31 +173,41 @@ def _querycorr_topic(golds: list[Any], predictions: list[str], fixed: bool) -> R
         if pred is None:
             errors += 1
             continue
+        if not fixed and ref not in _LEVELS:  # upstream's per-level counter has no such key: KeyError
+            return {**_querycorr_topic(golds, predictions, fixed=True), "official_would_crash": True}
         if pred == ref:
             tp[ref] += 1
         else:
             fn[ref] += 1
             fp[pred] += 1
-    if fixed:
-        # Levels seen in gold or predictions only, no smoothing (sklearn's macro over present labels).
-        present = [lv for lv in _LEVELS if tp[lv] + fp[lv] + fn[lv]]
-        f1s = [2 * tp[lv] / (2 * tp[lv] + fp[lv] + fn[lv]) for lv in present]
-    else:
-        f1s = []
-        for lv in _LEVELS:
+    success = 1 - errors / len(predictions)
+    result: Result = {"success-ratio": success * 100}
+    for lv in _LEVELS:
+        if fixed:  # unsmoothed; 0 where a denominator is 0
+            precision = _ratio(tp[lv], tp[lv] + fp[lv], 0.0) * 100
+            recall = _ratio(tp[lv], tp[lv] + fn[lv], 0.0) * 100
+            f1 = _ratio(2 * tp[lv], 2 * tp[lv] + fp[lv] + fn[lv], 0.0) * 100
+        else:  # smoothing terms on the 0-100 scale, as upstream
             precision = tp[lv] / (tp[lv] + fp[lv] + 1e-5) * 100
             recall = tp[lv] / (tp[lv] + fn[lv] + 1e-5) * 100
-            f1s.append(2 * precision * recall / (precision + recall + 1e-5))
-    macro = sum(f1s) / len(f1s) * (100 if fixed else 1) if f1s else 0.0
-    success = 1 - errors / len(predictions)
-    return {"macro-f1": macro, "success-ratio": success * 100, "success-macro-f1": macro * success}
+            f1 = 2 * precision * recall / (precision + recall + 1e-5)
+        result |= {f"level({lv})-precision": precision, f"level({lv})-recall": recall, f"level({lv})-f1": f1}
+    if fixed:
+        # Levels seen in gold or predictions only (sklearn's macro over present labels).
+        f1s = [float(result[f"level({lv})-f1"]) for lv in _LEVELS if tp[lv] + fp[lv] + fn[lv]]
+    else:
+        f1s = [float(result[f"level({lv})-f1"]) for lv in _LEVELS]
+    macro = sum(f1s) / len(f1s) if f1s else 0.0
+    result["success-macro-f1"] = macro * success
+    result["macro-f1"] = macro
+    return result
 
 
 # --- QueryGen --------------------------------------------------------------------------------------------
 
 
 def _anls(pred: str, ref: str) -> float:
-    return 100 * (1 - Levenshtein.distance(pred, ref) / max(len(pred), len(ref)))
+    return (1.0 - Levenshtein.distance(pred, ref) / max(len(pred), len(ref))) * 100
 
 
 def _querygen(golds: list[Any], predictions: list[str], fixed: bool) -> Result:
@@ -207,11 +221,10 @@ def _querygen(golds: list[Any], predictions: list[str], fixed: bool) -> Result:
         if any(not p and not r for p, r in zip(predictions, refs, strict=True)):
             return {**_querygen(golds, predictions, fixed=True), "official_would_crash": True}
         embedded, anls_texts = [querygen_truncate(p) for p in predictions], predictions
-    sims = 100 * cosine_similarity(refs, embedded)
+    sims = cosine_similarity(refs, embedded) * 100
     anls = [_anls(p, r) if p or r else 100.0 for p, r in zip(anls_texts, refs, strict=True)]
-    n = len(predictions)
-    mean_sim, mean_anls = float(sims.sum()) / n, sum(anls) / n
-    return {"final_scores": (mean_sim + mean_anls) / 2, "anls": mean_anls, "embedding_similarity": mean_sim}
+    scores = [(float(sim) + a) / 2 for sim, a in zip(sims, anls, strict=True)]
+    return {"final_scores": np_mean(scores), "anls_mean": np_mean(anls), "embedding_similarity": np_mean(sims)}
 
 
 # --- SNS-TransBench --------------------------------------------------------------------------------------
@@ -221,14 +234,13 @@ def _translation(golds: list[Any], predictions: list[str], fixed: bool, target: 
     """Mean sentence-level sacreBLEU and chrF (beta 2, no word n-grams), reported separately."""
     bleu = BLEU(tokenize="zh" if target == "zh" else "13a", effective_order=True)
     chrf = CHRF(beta=2)
-    bleu_sum = chrf_sum = 0.0
+    bleus, chrfs = [], []
     for gold, prediction in zip(golds, predictions, strict=True):
         hyp = clean_response(prediction) if fixed else prediction.strip()
         ref = str(gold).strip()
-        bleu_sum += bleu.sentence_score(hyp, [ref]).score
-        chrf_sum += chrf.sentence_score(hyp, [ref]).score
-    n = len(predictions)
-    return {"bleu_score": bleu_sum / n, "chrf_score": chrf_sum / n}
+        bleus.append(bleu.sentence_score(hyp, [ref]).score / 100)
+        chrfs.append(chrf.sentence_score(hyp, [ref]).score / 100)
+    return {"bleu_score": np_mean(bleus) * 100, "chrf_score": np_mean(chrfs) * 100}
 
 
 # --- registry --------------------------------------------------------------------------------------------
@@ -244,22 +256,42 @@ def _target(lang: str) -> Evaluator:
     return lambda golds, preds, fixed: _translation(golds, preds, fixed, lang)
 
 
-# task id -> (record field holding the reference, evaluator, reported metric names)
-_TASKS: dict[str, tuple[str, Evaluator, tuple[str, ...]]] = {
-    "note_taxonomy_single": ("answer", _family("A"), ("accuracy",)),
-    "note_taxonomy_multiple": ("answer", _taxonomy_multiple, ("score",)),
-    "note_hashtag_single": ("answer", _family("A"), ("accuracy",)),
-    "note_hashtag_multiple": ("answer", _set_f1, ("f1",)),
-    "note_querycorr_topic": ("answer", _querycorr_topic, ("success-macro-f1",)),
-    "note_querycorr_explain": ("answer", _family("B"), ("accuracy",)),
-    "note_mrc_simple": ("answer", evaluate_mrc_simple, ("reported_score",)),
-    "note_mrc_complex": ("answer", evaluate_mrc_complex, ("reported_score",)),
-    "note_ner": ("answer", _set_f1, ("f1",)),
-    "note_gender": ("answer", _family("B"), ("accuracy",)),
-    "note_chlw": ("answer", _chlw, ("success-f1",)),
-    "note_querygen": ("answer", _querygen, ("final_scores",)),
-    "redtrans_zh2en": ("en", _target("en"), ("bleu_score", "chrf_score")),
-    "redtrans_en2zh": ("zh", _target("zh"), ("bleu_score", "chrf_score")),
+_SUCCESS = ("success-ratio",)
+_MRC_SIMPLE_KEYS = (
+    "success-ratio", "total-tp", "total-fp", "total-fn", "total-tn", "total-precision", "total-recall", "total-f1",
+    "blue", "rouge-1", "rouge-2", "rouge-L",
+    "success-f1", "success-blue", "success-rouge-1", "success-rouge-2", "success-rouge-L",
+)
+_MRC_COMPLEX_SCORES = (
+    "total-precision", "total-recall", "total-f1", "option-f1", "option-em", "reason-f1", "reason-em",
+    "answer-level-option-f1", "answer-level-option-em", "answer-level-reason-f1", "answer-level-reason-em",
+)
+_LEVEL_KEYS = tuple(f"level({lv})-{m}" for lv in _LEVELS for m in ("precision", "recall", "f1"))
+
+# task id -> (record field holding the reference, evaluator, reported metric names, official result keys)
+_TASKS: dict[str, tuple[str, Evaluator, tuple[str, ...], tuple[str, ...]]] = {
+    "note_taxonomy_single": ("answer", _family("A"), ("accuracy",), ("accuracy",)),
+    "note_taxonomy_multiple": ("answer", _taxonomy_multiple, ("score",), ("score",)),
+    "note_hashtag_single": ("answer", _family("A"), ("accuracy",), ("accuracy",)),
+    "note_hashtag_multiple": ("answer", _set_f1, ("f1",), ("f1",)),
+    "note_querycorr_topic": (
+        "answer", _querycorr_topic, ("success-macro-f1",), (*_SUCCESS, *_LEVEL_KEYS, "success-macro-f1"),
+    ),
+    "note_querycorr_explain": ("answer", _family("B"), ("accuracy",), ("accuracy",)),
+    "note_mrc_simple": ("answer", evaluate_mrc_simple, ("reported_score",), _MRC_SIMPLE_KEYS),
+    "note_mrc_complex": (
+        "answer", evaluate_mrc_complex, ("reported_score",),
+        (*_SUCCESS, *_MRC_COMPLEX_SCORES, *(f"success-{k}" for k in _MRC_COMPLEX_SCORES)),
+    ),
+    "note_ner": ("answer", _set_f1, ("f1",), ("f1",)),
+    "note_gender": ("answer", _family("B"), ("accuracy",), ("accuracy",)),
+    "note_chlw": (
+        "answer", _chlw, ("success-f1",),
+        ("success-ratio", "f1", "precision", "recall", "success-f1", "success-precision", "success-recall"),
+    ),
+    "note_querygen": ("answer", _querygen, ("final_scores",), ("final_scores",)),
+    "redtrans_zh2en": ("en", _target("en"), ("bleu_score", "chrf_score"), ("bleu_score", "chrf_score")),
+    "redtrans_en2zh": ("zh", _target("zh"), ("bleu_score", "chrf_score"), ("bleu_score", "chrf_score")),
 }
 
 OFFICIAL_TASKS: tuple[str, ...] = tuple(_TASKS)
@@ -267,6 +299,12 @@ REPORTED_METRICS: dict[str, tuple[str, ...]] = {task: spec[2] for task, spec in 
 """Every column the benchmark reports per task (TransBench reports BLEU and chrF side by side)."""
 REPORTED_METRIC: dict[str, str] = {task: names[0] for task, names in REPORTED_METRICS.items()}
 """The headline metric per task (for TransBench, BLEU; chrF is in REPORTED_METRICS)."""
+OFFICIAL_KEYS: dict[str, tuple[str, ...]] = {task: spec[3] for task, spec in _TASKS.items()}
+"""Every number the task's official evaluator returns, under its name and in its order; both modes return all."""
+SNSDATA_KEYS: frozenset[str] = frozenset(
+    {"reported_score", "macro-f1", "anls_mean", "embedding_similarity", "official_would_crash"}
+)
+"""Keys snsdata adds beside the official ones (docs/official_metrics.md, "Keys we add")."""
 
 
 def gold_prediction(task_id: str, record: dict[str, Any]) -> str:
@@ -280,7 +318,8 @@ def gold_prediction(task_id: str, record: dict[str, Any]) -> str:
 def evaluate_benchmark(
     task_id: str, records: list[dict[str, Any]], predictions: list[str], compat: Compat = "official"
 ) -> dict[str, float | bool]:
-    """Score a whole benchmark file. Values are 0-100; `official_would_crash` is present (True) only when the
+    """Score a whole benchmark file: every key of `OFFICIAL_KEYS[task_id]` in the official evaluator's order, then
+    snsdata's own keys (`SNSDATA_KEYS`). Values are 0-100; `official_would_crash` is present (True) only when the
     official evaluator would have crashed, in which case the fixed-mode values are returned."""
     if task_id not in _TASKS:
         raise ValueError(f"unknown task {task_id!r}; expected one of {', '.join(OFFICIAL_TASKS)}")
@@ -290,6 +329,7 @@ def evaluate_benchmark(
         raise ValueError(f"{len(records)} records but {len(predictions)} predictions")
     if not records:
         raise ValueError("no records to evaluate")
-    field, evaluator, _ = _TASKS[task_id]
+    field, evaluator, _, official_keys = _TASKS[task_id]
     golds = [record[field] for record in records]
-    return evaluator(golds, [str(p) for p in predictions], compat == "fixed")
+    result = evaluator(golds, [str(p) for p in predictions], compat == "fixed")
+    return {key: result[key] for key in official_keys} | result

@@ -22,6 +22,7 @@ from rouge import Rouge
 
 from snsdata.rewards.official_text import (
     first_bracket_span,
+    np_mean,
     parse_list_literal,
     safe_eval,
     strip_fence,
@@ -149,7 +150,7 @@ def evaluate_mrc_simple(answers: list[Any], predictions: list[str], fixed: bool)
         precision = tp / (tp + fp + 1e-4)
         recall = tp / (tp + fn + 1e-4)
         f1 = 2 * precision * recall / (precision + recall + 1e-4)
-    means = [sum(column) / len(overlaps) for column in zip(*overlaps, strict=True)] if overlaps else [0.0] * 4
+    means = [np_mean(column) for column in zip(*overlaps, strict=True)] if overlaps else [0.0] * 4
     success = (1 - errors / n) * 100
     result: Result = {"success-ratio": success}
     result |= {f"total-{k}": counts[k] / n * 100 for k in ("tp", "fp", "fn", "tn")}
@@ -167,11 +168,17 @@ def evaluate_mrc_simple(answers: list[Any], predictions: list[str], fixed: bool)
 
 _RESULT_OFFICIAL = re.compile(r"<Result>(.+?)</Result>", re.DOTALL)
 _RESULT_FIXED = re.compile(r"<Result>(.*?)</Result>", re.DOTALL)
-# Deleted before comparing options/reasons. The notes also list the two-character "……", which a
+# Deleted before comparing options/reasons. Upstream also lists the two-character "……", which a
 # per-character deletion can never match, so it is left out.
-_MRC_PUNCT = frozenset(":_\\`，。：？！()“”；’《》·、,「」（）－～『』|")
+_MRC_PUNCT = frozenset(":_`，。：？！()“”；’《》·、,「」（）－～『』|")
+# Upstream's "Chinese character" ranges: CJK Unified Ideographs, extensions A-E, compatibility ideographs and
+# their supplement.
+_CJK = (
+    "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002a6df\U0002a700-\U0002b73f\U0002b740-\U0002b81f"
+    "\U0002b820-\U0002ceaf\U0002f800-\U0002fa1f"
+)
 # One token per CJK ideograph or "=", one token per run of anything else (spaces included).
-_MRC_TOKEN = re.compile(r"[\u4e00-\u9fff=]|[^\u4e00-\u9fff=]+")
+_MRC_TOKEN = re.compile(f"[{_CJK}=]|[^{_CJK}=]+")
 
 Items = list[tuple[str, str]]
 
@@ -232,19 +239,25 @@ def _harmonic(a: float, b: float) -> float:
 def _field_scores(preds: list[str], golds: list[str], threshold: float, fixed: bool) -> tuple[float, ...]:
     """(f1, em, answer-level a, answer-level b) for one field of a tp sample.
 
-    Official: means over the predicted items (precision-like), answer-level = (precision, recall) at the
-    threshold. Fixed: every pair is the F1 of a precision-like and a recall-like side."""
+    Official: means over the predicted items (precision-like); answer-level precision = matched predicted
+    items / predicted items and "recall" = matched predicted items / (those + unmatched gold items), as
+    upstream counts them (two predictions matching one gold item both count). Fixed: every pair is the F1 of a
+    precision-like and a recall-like side."""
     sim = [[_token_f1(p, g, fixed) for g in golds] for p in preds]
     norm_golds = {_normalise(g) for g in golds}
     norm_preds = {_normalise(p) for p in preds}
     best_for_pred = [max(row) for row in sim]
     best_for_gold = [max(col) for col in zip(*sim, strict=True)]
+    if not fixed:
+        matched = sum(s > threshold for s in best_for_pred)
+        missed = sum(not s > threshold for s in best_for_gold)
+        level_p, level_r = (matched / len(preds), matched / (matched + missed)) if matched else (0.0, 0.0)
+        em_items = [float(_normalise(p) in norm_golds) for p in preds]
+        return np_mean(best_for_pred), np_mean(em_items), level_p, level_r
     f1_p = sum(best_for_pred) / len(preds)
     em_p = sum(_normalise(p) in norm_golds for p in preds) / len(preds)
     level_p = sum(s > threshold for s in best_for_pred) / len(preds)
     level_r = sum(s > threshold for s in best_for_gold) / len(golds)
-    if not fixed:
-        return f1_p, em_p, level_p, level_r
     f1_r = sum(best_for_gold) / len(golds)
     em_r = sum(_normalise(g) in norm_preds for g in golds) / len(golds)
     em = _harmonic(em_p, em_r)
@@ -253,6 +266,8 @@ def _field_scores(preds: list[str], golds: list[str], threshold: float, fixed: b
 
 _FIELDS = ("option-f1", "option-em", "answer-level-option-f1", "answer-level-option-em")
 _REASON_FIELDS = ("reason-f1", "reason-em", "answer-level-reason-f1", "answer-level-reason-em")
+_ORDER = ("option-f1", "option-em", "reason-f1", "reason-em", *_FIELDS[2:], *_REASON_FIELDS[2:])
+"""Upstream's order of the per-sample means in its result."""
 
 
 def evaluate_mrc_complex(answers: list[str], predictions: list[str], fixed: bool) -> Result:
@@ -260,7 +275,7 @@ def evaluate_mrc_complex(answers: list[str], predictions: list[str], fixed: bool
     n = len(predictions)
     errors = 0
     counts = Counter[str]()
-    sums = Counter[str]()
+    per_sample: dict[str, list[float]] = {name: [] for name in _FIELDS + _REASON_FIELDS}
     for answer, prediction in zip(answers, predictions, strict=True):
         gold, pred = _parse_result(answer, fixed), _parse_result(prediction, fixed)
         if gold is None or pred is None:
@@ -268,12 +283,14 @@ def evaluate_mrc_complex(answers: list[str], predictions: list[str], fixed: bool
             continue
         kind = _STATUS[(bool(gold), bool(pred))]
         counts[kind] += 1
-        if kind == "tn":
-            sums.update(dict.fromkeys(_FIELDS + _REASON_FIELDS, 1.0))
-        elif kind == "tp":
+        if kind == "tp":
             options = _field_scores([o for o, _ in pred], [o for o, _ in gold], 0.8, fixed)
             reasons = _field_scores([r for _, r in pred], [r for _, r in gold], 0.5, fixed)
-            sums.update(dict(zip(_FIELDS + _REASON_FIELDS, options + reasons, strict=True)))
+            sample_scores = options + reasons
+        else:  # tn scores 1 on every sub-score, fp and fn 0
+            sample_scores = (float(kind == "tn"),) * len(per_sample)
+        for values, value in zip(per_sample.values(), sample_scores, strict=True):
+            values.append(value)
 
     tp, fp, fn = counts["tp"], counts["fp"], counts["fn"]
     parsed = n - errors
@@ -295,17 +312,14 @@ def evaluate_mrc_complex(answers: list[str], predictions: list[str], fixed: bool
         recall = recall if precision > 0 else 0.0
 
     success = (1 - errors / n) * 100
+    # Each score in 0-1, in upstream's key order; the result holds it x 100 and x the success ratio. Scores
+    # <= 0 are 0 (upstream's `x if x > 0 else 0`; also keeps a -0.0 out of the output).
+    scores = {"total-precision": precision, "total-recall": recall, "total-f1": f1}
+    scores |= {name: np_mean(per_sample[name]) for name in _ORDER}
+    scores = {name: value if value > 0 else 0.0 for name, value in scores.items()}
     result: Result = {"success-ratio": success}
-    result |= {
-        "total-precision": max(precision, 0.0) * 100,
-        "total-recall": max(recall, 0.0) * 100,
-        "total-f1": max(f1, 0.0) * 100,
-    }
-    for name in _FIELDS + _REASON_FIELDS:
-        result[name] = sums[name] / parsed * 100 if parsed else 0.0
-    result["success-total-f1"] = success * max(f1, 0.0)
-    for name in ("option-f1", "option-em", "reason-f1", "reason-em"):
-        result[f"success-{name}"] = success * float(result[name]) / 100
+    result |= {name: value * 100 for name, value in scores.items()}
+    result |= {f"success-{name}": success * value for name, value in scores.items()}
     reported = ("success-total-f1", "success-option-f1", "success-option-em")
     result["reported_score"] = sum(float(result[k]) for k in reported) / len(reported)
     return result

@@ -12,7 +12,10 @@ from __future__ import annotations
 import ast
 import re
 import warnings
+from collections.abc import Sequence
 from typing import Any
+
+import numpy as np
 
 from snsdata.rewards.normalize import strip_think as strip_reasoning
 
@@ -62,6 +65,12 @@ def first_bracket_span(text: str) -> str:
     """The official CHLW / MRC-simple search: the first `[...]` with no bracket inside, else the whole text."""
     match = _FIRST_BRACKET_SPAN.search(text)
     return match.group(0) if match else text
+
+
+def np_mean(values: Sequence[float] | np.ndarray) -> float:
+    """Upstream's `np.mean` (0 for no values): its pairwise summation differs from `sum` in the last bits from
+    eight values on, and official numbers are reproduced to the last bit."""
+    return float(np.mean(values)) if len(values) else 0.0
 
 
 def safe_eval(text: str) -> Any:

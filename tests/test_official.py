@@ -18,9 +18,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from snsdata.rewards.official import (
+    OFFICIAL_KEYS,
     OFFICIAL_TASKS,
     REPORTED_METRIC,
     REPORTED_METRICS,
+    SNSDATA_KEYS,
     evaluate_benchmark,
     gold_prediction,
     querycorr_level,
@@ -90,6 +92,89 @@ def test_bad_calls_raise():
         evaluate_benchmark("note_gender", [{"answer": "Yes"}], [])
     with pytest.raises(ValueError, match="compat"):
         evaluate_benchmark("note_gender", [{"answer": "Yes"}], ["Yes"], "loose")  # type: ignore[arg-type]
+
+
+# --- result keys ------------------------------------------------------------------------------------------------
+
+# Every number each official evaluator returns (../shared/docs/sns_bench_metrics.md, "Official result keys").
+_MRC_COMPLEX = [
+    "total-precision", "total-recall", "total-f1", "option-f1", "option-em", "reason-f1", "reason-em",
+    "answer-level-option-f1", "answer-level-option-em", "answer-level-reason-f1", "answer-level-reason-em",
+]
+EXPECTED_KEYS: dict[str, set[str]] = {
+    "note_chlw": {"f1", "precision", "recall", "success-ratio", "success-f1", "success-precision", "success-recall"},
+    **{task: {"accuracy"} for task in ("note_gender", "note_hashtag_single", "note_querycorr_explain",
+                                        "note_taxonomy_single")},
+    "note_hashtag_multiple": {"f1"},
+    "note_ner": {"f1"},
+    "note_taxonomy_multiple": {"score"},
+    "note_mrc_simple": {
+        "success-ratio", "total-tp", "total-fp", "total-fn", "total-tn", "total-precision", "total-recall",
+        "total-f1", "blue", "rouge-1", "rouge-2", "rouge-L", "success-f1", "success-blue", "success-rouge-1",
+        "success-rouge-2", "success-rouge-L",
+    },
+    "note_mrc_complex": {"success-ratio", *_MRC_COMPLEX, *(f"success-{k}" for k in _MRC_COMPLEX)},
+    "note_querycorr_topic": {
+        "success-ratio", "success-macro-f1",
+        *(f"level({lv})-{m}" for lv in ("-1", "0", "1", "2", "3") for m in ("precision", "recall", "f1")),
+    },
+    # The evaluator's code returns only `final_scores`; the shared notes' key table names `anls_mean`, which
+    # snsdata returns as one of its own keys (the mean ANLS half of `final_scores`).
+    "note_querygen": {"final_scores"},
+    "redtrans_zh2en": {"bleu_score", "chrf_score"},
+    "redtrans_en2zh": {"bleu_score", "chrf_score"},
+}
+# snsdata's own keys per task, beside `official_would_crash` where the official run would crash.
+OUR_KEYS: dict[str, set[str]] = {
+    "note_mrc_simple": {"reported_score"},
+    "note_mrc_complex": {"reported_score"},
+    "note_querycorr_topic": {"macro-f1"},
+    "note_querygen": {"anls_mean", "embedding_similarity"},
+}
+# Synthetic records per task: (gold, [a right answer, a wrong or unparseable one, noise]).
+KEY_CASES: dict[str, tuple[Any, list[str]]] = {
+    "note_chlw": ("['a']", ["['a']", "no list", "['b', 'c']"]),
+    "note_mrc_simple": (["a b c d e"], ['["a b c d e"]', "", "[]"]),
+    "note_mrc_complex": ('<Result>[{"Option": "a", "Reason": "b"}]</Result>', [
+        '<Result>[{"Option": "a", "Reason": "b"}]</Result>', "none", "<Result>[]</Result>"]),
+    "note_querycorr_topic": ("2", ["2", "none", "-1"]),
+    "note_querygen": ("polo wool sweater", ["polo wool sweater", "", "<think>x</think>polo"]),
+    "redtrans_zh2en": ("the cat", ["the cat", "", "a dog"]),
+    "redtrans_en2zh": ("我爱猫", ["我爱猫", "", "狗"]),
+}
+
+
+def test_official_key_registry_matches_the_notes():
+    assert {task: set(keys) for task, keys in OFFICIAL_KEYS.items()} == EXPECTED_KEYS
+    assert set().union(*OUR_KEYS.values(), {"official_would_crash"}) == SNSDATA_KEYS
+    assert not SNSDATA_KEYS & set().union(*EXPECTED_KEYS.values())
+
+
+@pytest.mark.parametrize("compat", ["official", "fixed"])
+@pytest.mark.parametrize("task", OFFICIAL_TASKS)
+def test_every_official_key_is_returned_and_nothing_unexplained(task, compat):
+    field = {"redtrans_zh2en": "en", "redtrans_en2zh": "zh"}.get(task, "answer")
+    gold, preds = KEY_CASES.get(task, ("a, b", ["a, b", "", "<think>x</think>zzz"]))
+    for chosen in ([preds[0]], [preds[1]], preds):
+        result = score(task, [gold] * len(chosen), chosen, compat, field=field)
+        crash = {"official_would_crash"} if result.get("official_would_crash") else set()
+        assert set(result) == EXPECTED_KEYS[task] | OUR_KEYS.get(task, set()) | crash, chosen
+        assert list(result)[: len(OFFICIAL_KEYS[task])] == list(OFFICIAL_KEYS[task])  # upstream's order first
+        assert all(isinstance(v, float) for k, v in result.items() if k != "official_would_crash")
+
+
+@pytest.mark.parametrize("task", OFFICIAL_TASKS)
+def test_official_keys_on_the_shared_sample(task):
+    result = gold_run(task, "official")
+    crash = {"official_would_crash"} if result.get("official_would_crash") else set()
+    assert set(result) == EXPECTED_KEYS[task] | OUR_KEYS.get(task, set()) | crash
+
+
+def test_accuracy_follows_upstream_arithmetic_to_the_last_bit():
+    # accuracy_score (1/3), then `*= 100`: 33.33333333333333, not 100/3 = 33.333333333333336.
+    result = score("note_gender", ["Yes", "Yes", "Yes"], ["Yes", "No", "No"])
+    assert result["accuracy"] == 1 / 3 * 100
+    assert score("note_taxonomy_multiple", ["A", "A", "A"], ["A", "B", "B"])["score"] == 1 / 3 * 100
 
 
 # --- postprocessors A / B / C and general_postprocess ----------------------------------------------------------
@@ -298,6 +383,41 @@ def test_querycorr_macro_over_five_levels_with_smoothing_and_parse_rate():
     assert result["success-macro-f1"] == pytest.approx(smoothed_level_f1(1, 0, 0) / 5 * 0.5)
 
 
+def test_querycorr_per_level_precision_recall_f1():
+    golds = ["1", "1", "2", "-1", "3"]
+    preds = ["1", "2", "2", "nothing", "0"]  # tp 1, fn 1 / fp 2, tp 2, parse error, fn 3 / fp 0
+    result = score("note_querycorr_topic", golds, preds)
+    assert result["success-ratio"] == 80.0
+    expected = {"-1": (0, 0, 0), "0": (0, 1, 0), "1": (1, 0, 1), "2": (1, 1, 0), "3": (0, 0, 1)}  # tp, fp, fn
+    for level, (tp, fp, fn) in expected.items():
+        precision = tp / (tp + fp + 1e-5) * 100
+        recall = tp / (tp + fn + 1e-5) * 100
+        assert result[f"level({level})-precision"] == precision
+        assert result[f"level({level})-recall"] == recall
+        assert result[f"level({level})-f1"] == smoothed_level_f1(tp, fp, fn)
+    assert result["level(1)-precision"] == pytest.approx(100.0, abs=1e-3)
+    assert result["level(1)-recall"] == pytest.approx(50.0, abs=1e-3)
+    assert result["level(1)-f1"] == pytest.approx(200 / 3, abs=1e-3)
+    assert result["level(0)-f1"] == result["level(-1)-precision"] == 0.0
+    macro = sum(smoothed_level_f1(*c) for c in expected.values()) / 5
+    assert result["macro-f1"] == macro
+    assert result["success-macro-f1"] == macro * (1 - 1 / 5)
+    fixed = score("note_querycorr_topic", golds, preds, "fixed")
+    assert fixed["level(1)-precision"] == 100.0
+    assert fixed["level(1)-recall"] == 50.0
+    assert fixed["level(1)-f1"] == pytest.approx(200 / 3)
+    assert fixed["level(-1)-f1"] == 0.0  # absent from gold and predictions: 0, and left out of the macro
+    assert fixed["macro-f1"] == pytest.approx((200 / 3 + 200 / 3 + 0 + 0) / 4)
+
+
+def test_querycorr_gold_outside_the_levels_would_crash_officially():
+    result = score("note_querycorr_topic", ["4", "1"], ["1", "1"])
+    assert result["official_would_crash"] is True
+    assert result == {**score("note_querycorr_topic", ["4", "1"], ["1", "1"], "fixed"), "official_would_crash": True}
+    # An unparsed answer never reaches upstream's per-level counter.
+    assert "official_would_crash" not in score("note_querycorr_topic", ["4", "1"], ["none", "1"])
+
+
 def test_querycorr_verbatim_gold_is_just_below_100():
     golds = ["-1", "0", "1", "2", "3"] * 4
     value = score("note_querycorr_topic", golds, golds)["success-macro-f1"]
@@ -329,6 +449,23 @@ def test_chlw_bracket_search_parse_errors_and_success_multiplier():
     fixed = score("note_chlw", golds, preds, "fixed")
     assert fixed["success-ratio"] == 75.0
     assert fixed["f1"] == pytest.approx(100 * 4 / 6)
+
+
+def test_chlw_success_precision_and_recall():
+    golds = ["['a', 'b']", "['c']", "[]", "['d']"]
+    preds = ["['a', 'x', 'y']", "['c']", "[]", "no list"]  # the last is a parse error
+    # Pooled over the three parsed samples: TP 3 (a, c, and "" for the two empty lists), |pred| 5, |gold| 4.
+    result = score("note_chlw", golds, preds)
+    assert result["success-ratio"] == 75.0
+    assert result["precision"] == pytest.approx(60.0)
+    assert result["recall"] == pytest.approx(75.0)
+    assert result["f1"] == pytest.approx(66.67)
+    assert result["success-precision"] == 75.0 * round(3 / 5.0001, 4) == pytest.approx(45.0)
+    assert result["success-recall"] == 75.0 * round(3 / 4.0001, 4) == pytest.approx(56.25)
+    assert result["success-f1"] == 75.0 * round(6 / 9.0001, 4)
+    fixed = score("note_chlw", golds, preds, "fixed")
+    assert fixed["success-precision"] == pytest.approx(75 * 3 / 5)
+    assert fixed["success-recall"] == pytest.approx(75 * 3 / 4)
 
 
 def test_chlw_non_string_items_are_parse_errors():
@@ -457,6 +594,53 @@ def test_mrc_complex_fp_and_fn_without_tp_would_crash_officially():
     assert result == {**score("note_mrc_complex", golds, preds, "fixed"), "official_would_crash": True}
 
 
+def test_mrc_complex_success_total_and_answer_level_keys():
+    gold = result_tag([("Apple 13", "cheap"), ("Pixel 8", "camera")])
+    # Both predicted options match gold "Apple 13" after normalisation; "Pixel 8" is missed. Latin text is one
+    # token per run, so reason "cheap price" shares no token with "cheap".
+    tp = result_tag([("Apple 13", "cheap price"), ("apple 13", "cheap")])
+    empty = result_tag([])
+    golds = [gold, empty, empty, gold]
+    preds = [tp, empty, result_tag([("x", "y")]), "no result"]  # tp, tn, fp, parse error
+    result = score("note_mrc_complex", golds, preds)
+    assert result["success-ratio"] == 75.0
+    assert result["total-precision"] == 50.0  # tp / (tp + fp)
+    assert result["total-recall"] == 100.0  # tp / (tp + fn)
+    assert result["success-total-precision"] == 37.5
+    assert result["success-total-recall"] == 75.0
+    assert result["success-total-f1"] == pytest.approx(75 * 2 / 3)
+    # Per parsed sample (tp, tn, fp): option f1/em (1, 1, 0); reason f1/em (0.5, 1, 0).
+    assert result["option-f1"] == result["option-em"] == pytest.approx(200 / 3)
+    assert result["reason-f1"] == result["reason-em"] == pytest.approx(50.0)
+    # Answer level, options: precision 2/2; upstream's "recall" = matched predictions / (those + missed golds)
+    # = 2 / (2 + 1), not the share of gold items matched (1/2).
+    assert result["answer-level-option-f1"] == pytest.approx(100 * (1 + 1 + 0) / 3)
+    assert result["answer-level-option-em"] == pytest.approx(100 * (2 / 3 + 1 + 0) / 3)
+    # Reasons at 0.5: one of two predictions matches, one of two golds is missed: (1/2, 1/2).
+    assert result["answer-level-reason-f1"] == pytest.approx(50.0)
+    assert result["answer-level-reason-em"] == pytest.approx(50.0)
+    for name in ("option-f1", "option-em", "reason-f1", "reason-em", "answer-level-option-f1",
+                 "answer-level-option-em", "answer-level-reason-f1", "answer-level-reason-em"):
+        assert result[f"success-{name}"] == pytest.approx(0.75 * result[name])
+    assert result["success-answer-level-option-em"] == pytest.approx(75 * 5 / 9)
+
+
+def test_mrc_complex_success_total_keys_are_zero_without_positive_precision():
+    result = score("note_mrc_complex", [result_tag([("a", "b")]), result_tag([])], [result_tag([])] * 2)  # fn, tn
+    assert "official_would_crash" not in result
+    assert result["success-total-precision"] == result["success-total-recall"] == result["success-total-f1"] == 0.0
+    assert all(math.copysign(1.0, v) == 1.0 for v in result.values())  # no -0.0
+
+
+def test_mrc_complex_tokens_follow_upstream_cjk_ranges_and_punctuation():
+    # U+3400 (CJK extension A) is one token per character upstream: F1 of one shared token out of 1 and 2.
+    ext_a = score("note_mrc_complex", [result_tag([("\u3400\u3401", "r")])], [result_tag([("\u3400", "r")])])
+    assert ext_a["option-f1"] == pytest.approx(200 / 3)
+    # A backslash is not among the deleted characters.
+    slash = score("note_mrc_complex", [result_tag([("a\\b", "r")])], [result_tag([("ab", "r")])])
+    assert slash["option-em"] == 0.0
+
+
 def test_mrc_complex_result_parsing():
     gold = result_tag([("Apple 13", "cheap")])
     fenced = '<Result>```json\n[{"Option": "Apple 13", "Reason": "cheap"}]\n```</Result>'
@@ -478,11 +662,11 @@ def test_querygen_anls_uses_the_raw_prediction_officially():
     gold = "polo wool sweater"
     pred = "<think>short</think>polo wool sweater"
     official = score("note_querygen", [gold], [pred])
-    assert official["anls"] == pytest.approx(100 * (1 - len("<think>short</think>") / len(pred)))
-    assert official["final_scores"] == pytest.approx((official["anls"] + official["embedding_similarity"]) / 2)
+    assert official["anls_mean"] == pytest.approx(100 * (1 - len("<think>short</think>") / len(pred)))
+    assert official["final_scores"] == pytest.approx((official["anls_mean"] + official["embedding_similarity"]) / 2)
     assert official["embedding_similarity"] < 90  # the embedded text is '' (cut at "<")
     fixed = score("note_querygen", [gold], [pred], "fixed")
-    assert fixed["anls"] == pytest.approx(100.0)
+    assert fixed["anls_mean"] == pytest.approx(100.0)
     assert fixed["final_scores"] == pytest.approx(100.0)
 
 
