@@ -12,17 +12,15 @@ import math
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any
 
 import numpy as np
-import regex
 from rapidfuzz import fuzz, process
 from rapidfuzz.distance import LCSseq, Levenshtein
 from sacrebleu.metrics import BLEU, CHRF
 
 from snsdata.rewards.normalize import tokenize
-from snsdata.rewards.parse import find_json, parse_number
+from snsdata.rewards.parse import find_json, parse_number, tag_bodies
 
 Scores = list[float]
 
@@ -313,19 +311,13 @@ def _field_acc(preds: list[Any], golds: list[Any], params: Any) -> Scores:
     return [_field_acc_pair(p, g, params.fields) for p, g in zip(preds, golds, strict=True)]
 
 
-@lru_cache(maxsize=32)
-def _tag_pattern(tag: str) -> regex.Pattern[str]:
-    name = regex.escape(tag.strip("<>"))
-    return regex.compile(rf"<{name}>(.*?)</{name}>", flags=regex.DOTALL)
-
-
 def _options_view(value: Any, params: Any) -> list[str] | None:
     """Option names of an answer list (`[{"Option": ..., "Reason": ...}]` or plain strings), from parsed JSON or
     from a text that contains it (inside the last `<tag>` when the metric names one)."""
     if isinstance(value, str):
         text = value
         if params.tag:
-            inside = _tag_pattern(params.tag).findall(text)
+            inside = tag_bodies(text, params.tag)
             if not inside:
                 return None
             text = inside[-1]

@@ -26,7 +26,9 @@ _ANSWER_PREFIX = regex.compile(
     r"(?:最终|正确)?答案\s*(?:[是为]\s*[:：]?|[:：])|答\s*[:：])\s*",
     regex.IGNORECASE,
 )
-_BOLD = regex.compile(r"(\*\*|__)(?=\S)(.+?)(?<=\S)\1", regex.DOTALL)
+# Bold text holds no delimiter after a space (which cannot close it), so an unclosed `**` is scanned to the next
+# `**`, not to the end of the text (that was quadratic).
+_BOLD = regex.compile(r"(\*\*|__)(?=\S)((?:(?!\s\1).)+?)(?<=\S)\1", regex.DOTALL)
 _ITALIC = regex.compile(r"(?<![\w*])([*_])(?=\S)([^*_\n]+?)(?<=\S)\1(?![\w*])")
 _INLINE_CODE = regex.compile(r"(?<!`)`([^`\n]+)`(?!`)")
 _HEADING = regex.compile(r"(?m)^\s{0,3}(?:#{1,6}|>)\s+")

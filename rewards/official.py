@@ -53,7 +53,9 @@ def _accuracy(golds: list[Any], predictions: list[str], fixed: bool, family: str
     return {"accuracy": sum(hits) / len(hits) * 100}
 
 
-_LEVEL_SPLIT = re.compile(r"\s*[|/>›»,;，；、]\s*|\s+-\s+")
+# Levels are stripped below, so a separator needs no surrounding `\s*` (which rescanned a whitespace run from each
+# of its characters); a spaced hyphen starts where its whitespace run starts.
+_LEVEL_SPLIT = re.compile(r"[|/>›»,;，；、]|(?<!\s)\s+-\s+")
 
 
 def _levels(text: str) -> list[str]:

@@ -28,6 +28,7 @@ from snsdata.rewards.official_text import (
     strip_fence,
     strip_think,
 )
+from snsdata.rewards.parse import tag_bodies
 
 Result = dict[str, float | bool]
 # (gold has an answer, prediction has an answer) -> confusion cell
@@ -166,8 +167,6 @@ def evaluate_mrc_simple(answers: list[Any], predictions: list[str], fixed: bool)
 
 # --- Note-MRC-complex --------------------------------------------------------------------------------
 
-_RESULT_OFFICIAL = re.compile(r"<Result>(.+?)</Result>", re.DOTALL)
-_RESULT_FIXED = re.compile(r"<Result>(.*?)</Result>", re.DOTALL)
 # Deleted before comparing options/reasons. Upstream also lists the two-character "……", which a
 # per-character deletion can never match, so it is left out.
 _MRC_PUNCT = frozenset(":_`，。：？！()“”；’《》·、,「」（）－～『』|")
@@ -201,10 +200,10 @@ def _validate_items(value: Any) -> Items | None:
 def _parse_result(text: str, fixed: bool) -> Items | None:
     """The last <Result> block as Option/Reason pairs; None = parse error."""
     if fixed:
-        found = _RESULT_FIXED.findall(strip_think(text))
+        found = tag_bodies(strip_think(text), "Result")
         body = (strip_fence(found[-1]) or "[]") if found else None
     else:
-        found = _RESULT_OFFICIAL.findall(text)
+        found = tag_bodies(text, "Result", allow_empty=False)  # upstream: (?<=<Result>).+?(?=</Result>)
         # A character-set strip meant for ```json fences.
         body = found[-1].strip().lstrip("`json").rstrip("`") if found else None
     if body is None:

@@ -86,7 +86,7 @@ def safe_eval(text: str) -> Any:
 # Literal end-of-response tokens (`<|im_end|>`, `<|endofresponse|>`, `</s>`, ...), never bare words.
 _END_TOKEN = re.compile(r"<\|[^|<>\s]{1,40}\|>|</s>|<eos>", re.IGNORECASE)
 _CHATTER = re.compile(
-    r"^[*#\s]*(?:the\s+)?(?:final\s+)?answer(?:\s+is)?\s*\**\s*[:：](?:\s*\*\*(?=\s))?\s*"
+    r"^[*#\s]*(?:the\s+)?(?:final\s+)?answer(?:\s+is)?\s*+\**\s*[:：](?:\s*\*\*(?=\s))?\s*"
     r"|^[*#\s]*(?:the\s+)?(?:final\s+)?answer\s+is\b\s*",
     re.IGNORECASE,
 )
@@ -147,8 +147,10 @@ def label_matches(prediction: str, gold: str, casefold: bool = False) -> bool:
 
 
 _FENCE_OPEN = re.compile(r"^```[a-zA-Z]*\s*")
-_FENCE_CLOSE = re.compile(r"\s*```$")
+_FENCE_CLOSE = re.compile(r"(?<!\s)\s*```$")  # starts where a whitespace run starts: scanned once, not per space
 _MAX_LIST_TRIES = 400
+_LIST_BUDGET = 4
+_LIST_ALLOWANCE = 8192
 
 
 def strip_fence(text: str) -> str:
@@ -158,16 +160,24 @@ def strip_fence(text: str) -> str:
 
 def parse_list_literal(text: str) -> list[Any] | None:
     """The first complete Python/JSON list literal in the text, trying the widest span from each `[` first,
-    so brackets inside the items ("[crying R]") are never mistaken for the list. None when there is none."""
+    so brackets inside the items ("[crying R]") are never mistaken for the list. None when there is none.
+
+    The search gives up after _MAX_LIST_TRIES spans or once it has handed _LIST_BUDGET characters per character
+    of text to the parser (a wide span it can no longer afford is passed over): garbage full of brackets costs
+    linear time instead of hundreds of full-text parses."""
     text = strip_fence(text)
     opens = [i for i, ch in enumerate(text) if ch == "["]
     closes = [i for i, ch in enumerate(text) if ch == "]"]
     tries = 0
+    budget = _LIST_BUDGET * len(text) + _LIST_ALLOWANCE
     for start in opens:
         for end in reversed(closes):
             if end < start or tries >= _MAX_LIST_TRIES:
                 break
             tries += 1
+            if end + 1 - start > budget:
+                continue
+            budget -= end + 1 - start
             try:
                 value = safe_eval(text[start : end + 1])
             except Exception:  # any refusal of literal_eval (syntax, names, recursion) means "not this span"

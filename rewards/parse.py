@@ -27,7 +27,9 @@ MAX_SPANS = 64
 """Bracket spans tried per text; garbage full of brackets cannot make parsing quadratic."""
 
 _STRUCT = regex.compile(r"[\[\]{}\"'\\]")
-_FENCE = regex.compile(r"```[ \t]*([\w+#.-]*)[^\n]*\n(.*?)(?:```|\Z)", regex.DOTALL)
+# The opener's info string holds no backtick (as in CommonMark) and its runs are possessive, so a run of backticks
+# or a long opener line is scanned once, not once per starting point (that was quadratic).
+_FENCE = regex.compile(r"```[ \t]*+([\w+#.-]*+)[^\n`]*+\n(.*?)(?:```|\Z)", regex.DOTALL)
 _BULLET = regex.compile(r"^\s*(?:[-*•·]|\d{1,3}[.)、])\s+")
 _QUOTES = "\"'“”‘’「」『』`"
 _BOXED = regex.compile(r"\\boxed\{([^{}]*)\}")
@@ -122,6 +124,23 @@ def extract_code(text: str) -> str:
         if fence.group(1).lower() in ("python", "py", "python3"):
             return fence.group(2)
     return fences[0].group(2) if fences else text
+
+
+def tag_bodies(text: str, tag: str, allow_empty: bool = True) -> list[str]:
+    """What `findall(r"<tag>(.*?)</tag>", DOTALL)` returns (`.+?` without `allow_empty`), in one linear pass: the
+    regex rescans the rest of the text from every opening tag that has no closing tag after it."""
+    name = tag.strip("<>")
+    opening, closing = f"<{name}>", f"</{name}>"
+    bodies = []
+    at = text.find(opening)
+    while at >= 0:
+        start = at + len(opening)
+        end = text.find(closing, start if allow_empty else start + 1)
+        if end < 0:  # no later opening tag has a closing tag after it either
+            break
+        bodies.append(text[start:end])
+        at = text.find(opening, end + len(closing))
+    return bodies
 
 
 def parse_number(text: str) -> float | None:

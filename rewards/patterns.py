@@ -25,7 +25,7 @@ Check = Callable[[str, Mapping[str, Any]], float | None]
 IFEVAL_UNSUPPORTED = frozenset({"length_constraints:number_sentences", "change_case:capital_word_frequency"})
 """if-verifiable checkers that need NLTK punkt data (absent offline)."""
 
-_FENCED = regex.compile(r"\s*```[\w+-]*[^\n]*\n(.*?)\n?```\s*", regex.DOTALL)
+_FENCED = regex.compile(r"\s*```[\w+-]*+[^\n`]*+\n(.*?)\n?```\s*", regex.DOTALL)  # opener line as parse._FENCE
 _IFEVAL_LOCK = threading.Lock()
 _IFEVAL: dict[str, Any] = {}
 
