@@ -105,7 +105,7 @@ def test_jsonl_bad_lines_and_missing_fields_go_to_rejects(tmp_path: Path) -> Non
     rejects = result.rejects.sort("source")
     assert rejects.height == 3
     assert rejects["source"].to_list() == [f"{tmp_path}/d.jsonl:{n}" for n in (2, 3, 4)]
-    assert "invalid JSON" in rejects["reason"][0] and "not a JSON object" in rejects["reason"][1]
+    assert "not valid JSON" in rejects["reason"][0] and "not a JSON object" in rejects["reason"][1]
     assert rejects["reason"][2] == "missing or null field(s): label"
     assert json.loads(rejects["row"][2]) == {"text": "b", "label": None}
     assert result.counts["train"] == {"read": 5, "rejected": 3, "excluded": 0, "kept": 2}
@@ -202,7 +202,7 @@ def test_every_reader_kind_has_a_parser() -> None:
 def test_invalid_json_list_names_line(tmp_path: Path) -> None:
     (tmp_path / "d.json").write_text('[\n{"text": "a", "label": "x"},\n{"text": }\n]')
     spec = spec_for(tmp_path, "  reader: json\n  splits: {train: d.json}\n  fields: [text, label]")
-    with pytest.raises(SourceError, match=r"d.json:3: invalid JSON"):
+    with pytest.raises(SourceError, match=r"d.json:3: not valid JSON"):
         read_task(spec, tmp_path)
 
 

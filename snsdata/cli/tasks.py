@@ -9,12 +9,15 @@ from typing import Annotated
 import polars as pl
 import typer
 from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from snsdata.cli.app import app
-from snsdata.readers import DataNotFound, SourceError, data_found, default_data_root, read_task
-from snsdata.render import RenderError, render_messages, render_target
-from snsdata.spec import CAPABILITIES, SpecError, TaskSpec, load_catalogue
+from snsdata.readers import data_found, default_data_root, read_task, read_work
+from snsdata.render import render_messages, render_target
+from snsdata.spec import CAPABILITIES, TaskSpec, load_catalogue
+from snsdata.spec.errors import InvalidInput
 from snsdata.spec.models import TaskSpec as TaskSpecModel
 
 console = Console()
@@ -29,28 +32,17 @@ DataRoot = Annotated[
 
 
 def _catalogue(paths: list[Path] | None = None) -> dict[str, TaskSpec]:
-    try:
-        return load_catalogue(paths or None)
-    except SpecError as exc:
-        for issue in exc.issues:
-            err_console.print(f"[red]error[/red] {issue}", highlight=False, soft_wrap=True)
-        raise typer.Exit(1) from None
+    return load_catalogue(paths or None)  # a SpecError names every problem; the app prints it and exits 1
 
 
 def _spec(task_id: str) -> TaskSpec:
     specs = _catalogue()
     if task_id not in specs:
-        err_console.print(f"[red]error[/red] unknown task {task_id!r}; `snsdata tasks list` shows the ids")
-        raise typer.Exit(1)
+        raise InvalidInput(f"unknown task {task_id!r}; `snsdata tasks list` shows the ids")
     return specs[task_id]
 
 
-def _read(spec: TaskSpec, data_root: Path | None) -> pl.DataFrame:
-    try:
-        return read_task(spec, data_root).frame.collect()
-    except (DataNotFound, SourceError) as exc:
-        err_console.print(f"[red]error[/red] {exc}", highlight=False, soft_wrap=True)
-        raise typer.Exit(1) from None
+_STYLES = {"error": "red", "warning": "yellow", "known": "cyan", "info": "dim"}
 
 
 @app.command()
@@ -58,21 +50,33 @@ def validate(
     paths: Annotated[list[Path] | None, typer.Argument(help="Spec files or folders (default: the catalogue).")] = None,
     data_root: DataRoot = None,
 ) -> None:
-    """Validate task specs; with --data-root also read every task's data and self-check its gold answers."""
+    """Validate task specs; with --data-root also read every task's data and self-check its gold answers.
+
+    Records a spec declares as known-bad (`source.known_bad`) are listed as known, not as errors. Large files
+    are streamed; a progress bar shows on a terminal.
+    """
     specs = _catalogue(paths)
-    problems = 0
+    problems = known = 0
     if data_root is not None:
         from snsdata.build.checks import check_task_data
 
-        for spec in specs.values():
-            for line in check_task_data(spec, data_root):
-                problems += line.is_error
-                style = "red" if line.is_error else "yellow"
-                console.print(f"[{style}]{line.level}[/{style}] {spec.id}: {line.message}", highlight=False)
+        columns = [TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TimeElapsedColumn()]
+        with Progress(*columns, console=err_console, transient=True, disable=not err_console.is_terminal) as bar:
+            for spec in specs.values():
+                task = bar.add_task(f"validate {spec.id}", total=read_work(spec, data_root) or None)
+                lines = check_task_data(spec, data_root, progress=lambda n, task=task: bar.advance(task, n))
+                bar.remove_task(task)
+                for line in lines:
+                    problems += line.is_error
+                    known += line.level == "known"
+                    style = _STYLES[line.level]
+                    console.print(f"[{style}]{line.level}[/{style}] {spec.id}: {escape(line.message)}",
+                                  highlight=False, soft_wrap=True)
     if problems:
         console.print(f"{len(specs)} specs valid; {problems} data problem(s)")
         raise typer.Exit(1)
-    console.print(f"[green]ok[/green] {len(specs)} task specs valid")
+    known_note = f"; {known} declared known-bad record(s) set aside" if known else ""
+    console.print(f"[green]ok[/green] {len(specs)} task specs valid{known_note}")
 
 
 @tasks_app.command("list")
@@ -133,21 +137,14 @@ def render(
 ) -> None:
     """Show the chat messages and target of the first N records of a task."""
     spec = _spec(task_id)
-    frame = _read(spec, data_root)
+    frame = read_task(spec, data_root).frame.collect()
     pool = None
     if spec.prompt.few_shot.split:
         pool = frame.filter(pl.col("split") == spec.prompt.few_shot.split).to_dicts()
     if split:
         frame = frame.filter(pl.col("split") == split)
-    out = []
-    try:
-        for record in frame.head(n).to_dicts():
-            out.append({"record_id": record["record_id"],
-                        "messages": render_messages(spec, record, pool, seed),
-                        "target": render_target(spec, record)})
-    except RenderError as exc:
-        err_console.print(f"[red]error[/red] {exc}", highlight=False)
-        raise typer.Exit(1) from None
+    out = [{"record_id": record["record_id"], "messages": render_messages(spec, record, pool, seed),
+            "target": render_target(spec, record)} for record in frame.head(n).to_dicts()]
     if as_json:
         typer.echo(json.dumps(out, ensure_ascii=False, indent=1))
         return

@@ -47,12 +47,12 @@ from snsdata.readers.formats import (
 )
 from snsdata.readers.schema import Survey
 from snsdata.spec.errors import InvalidInput
-from snsdata.spec.models import GeneratedSource, KnownBad, LabelMap, Prefix, TableSource, TaskSpec
+from snsdata.spec.models import Contains, GeneratedSource, KnownBad, LabelMap, Prefix, TableSource, TaskSpec
 from snsdata.spec.templating import environment, template_variables
 from snsdata.spec.where import WhereError, where_expression
 
-__all__ = ["DataNotFound", "Purpose", "ReadBatch", "ReadResult", "SourceError", "data_found", "default_data_root",
-           "iter_task", "read_task", "read_work", "records"]
+__all__ = ["DataNotFound", "Progress", "Purpose", "ReadBatch", "ReadResult", "SourceError", "data_found",
+           "default_data_root", "iter_task", "read_task", "read_work", "records"]
 
 Purpose = Literal["train", "eval"]
 BATCH_ROWS = 20_000
@@ -79,8 +79,9 @@ class ReadBatch:
     frame: pl.DataFrame
     rejects: pl.DataFrame
     counts: dict[str, int]
-    known_bad: int = 0
-    """Rows of the frame that are declared known-bad (kept because the read is for evaluation)."""
+    known_bad: dict[int, int] = field(default_factory=dict)
+    """Declared known-bad records met in this batch: index in `source.known_bad` -> rows (kept in the frame
+    when reading for evaluation, in `rejects` with step `known_bad` when reading for training)."""
 
 
 def default_data_root() -> Path:
@@ -211,6 +212,8 @@ def _known_bad_expr(declared: KnownBad) -> pl.Expr:
         column = pl.col(name)
         if isinstance(expected, Prefix):
             tests.append(column.cast(pl.String).str.starts_with(expected.prefix))
+        elif isinstance(expected, Contains):
+            tests.append(column.cast(pl.String).str.contains(expected.contains, literal=True))
         elif isinstance(expected, str):
             tests.append(column.cast(pl.String) == expected)
         else:
@@ -416,16 +419,15 @@ class _TaskReader:
         frame = self.mark_known_bad(self.base_ids(frame))
         frame, bad_labels = self.check_labels(frame)
         rejects.append(_reject_rows(task_id, "label", bad_labels))
-        known = 0
+        known: dict[int, int] = {}
         if self.spec.source.known_bad:
             flagged = frame.filter(pl.col("_known").is_not_null())
+            known = dict(flagged.group_by("_known").len().iter_rows())
             if self.purpose == "train":
                 reasons = pl.Series([self.spec.source.known_bad[i].reason for i in flagged["_known"]],
                                     dtype=pl.String)
                 rejects.append(_reject_rows(task_id, "known_bad", flagged.with_columns(_reason=reasons)))
                 frame = frame.filter(pl.col("_known").is_null())
-            else:
-                known = flagged.height
         frame = self.final_ids(frame).with_columns(split=pl.lit(split, dtype=pl.String))
         batch_rejects = pl.concat(rejects)
         counts = {"read": read, "rejected": batch_rejects.height, "excluded": excluded, "kept": frame.height}

@@ -133,21 +133,21 @@ def json_list_items(path: Path, columns: set[str] | None = None, progress: Progr
         if buf.skip_space() == "]":
             buf.position += 1
             if buf.skip_space():
-                raise SourceError(f"{path}:{buf.line}: invalid JSON: data after the end of the list")
+                raise SourceError(f"{path}:{buf.line}: not valid JSON: data after the end of the list")
             return
         index = 0
         while True:
             if not buf.skip_space():
-                raise SourceError(f"{path}:{buf.line}: invalid JSON: the list is not closed")
+                raise SourceError(f"{path}:{buf.line}: not valid JSON: the list is not closed")
             while True:
                 try:
                     value, end = decoder.raw_decode(buf.text, buf.position)
                 except json.JSONDecodeError as exc:
                     if (exc.msg.startswith("Unterminated") or exc.pos >= len(buf.text) - 1) and buf.more():
                         continue  # the record goes on in the next chunk
-                    raise SourceError(f"{path}:{buf.line_at(exc.pos)}: invalid JSON: {exc.msg}") from None
+                    raise SourceError(f"{path}:{buf.line_at(exc.pos)}: not valid JSON: {exc.msg}") from None
                 except RecursionError:
-                    raise SourceError(f"{path}:{buf.line}: invalid JSON: nested too deeply") from None
+                    raise SourceError(f"{path}:{buf.line}: not valid JSON: nested too deeply") from None
                 if end >= len(buf.text) and buf.more():
                     continue  # a value that ends with the buffer (a number) may go on in the next chunk
                 break
@@ -166,11 +166,11 @@ def json_list_items(path: Path, columns: set[str] | None = None, progress: Progr
             if separator == "]":
                 buf.position += 1
                 if buf.skip_space():
-                    raise SourceError(f"{path}:{buf.line}: invalid JSON: data after the end of the list")
+                    raise SourceError(f"{path}:{buf.line}: not valid JSON: data after the end of the list")
                 return
             if separator != ",":
                 what = "the list is not closed" if not separator else f"expected ',' or ']', found {separator!r}"
-                raise SourceError(f"{path}:{buf.line}: invalid JSON: {what}")
+                raise SourceError(f"{path}:{buf.line}: not valid JSON: {what}")
             buf.position += 1
 
 

@@ -62,9 +62,9 @@ def parse_line(number: int, raw: bytes) -> JsonLine:
     try:
         return JsonLine(number, json.loads(text), raw=raw)
     except json.JSONDecodeError as exc:
-        return JsonLine(number, error=f"invalid JSON: {exc.msg} (column {exc.colno})", raw=raw)
+        return JsonLine(number, error=f"not valid JSON: {exc.msg} (column {exc.colno})", raw=raw)
     except RecursionError:
-        return JsonLine(number, error="invalid JSON: nested too deeply", raw=raw)
+        return JsonLine(number, error="not valid JSON: nested too deeply", raw=raw)
 
 
 def iter_lines(lines: Iterable[bytes], progress: Callable[[int], None] | None = None) -> Iterator[JsonLine]:

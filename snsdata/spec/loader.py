@@ -12,6 +12,7 @@ from typing import Any
 from jinja2 import TemplateSyntaxError
 from pydantic import ValidationError
 
+from snsdata.spec.errors import InvalidInput
 from snsdata.spec.models import TaskSpec
 from snsdata.spec.templating import environment, template_limit_issues, template_variables
 from snsdata.spec.where import WhereError, check_fields, parse_where
@@ -32,7 +33,7 @@ class SpecIssue:
         return f"{where}: {self.key_path or '<root>'}: {self.message}"
 
 
-class SpecError(ValueError):
+class SpecError(InvalidInput):
     """One or more problems in spec files, each naming file, line and key path."""
 
     def __init__(self, issues: list[SpecIssue]):

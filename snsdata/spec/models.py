@@ -63,6 +63,12 @@ class Prefix(_Strict):
     prefix: str = Field(min_length=1)
 
 
+class Contains(_Strict):
+    """Matches a text field that contains this text anywhere."""
+
+    contains: str = Field(min_length=1)
+
+
 class KnownBad(_Strict):
     """A record of the source that is known to be wrong and cannot be fixed here (a benchmark's own error).
 
@@ -74,8 +80,9 @@ class KnownBad(_Strict):
     """
 
     reason: str = Field(min_length=1)
-    match: dict[str, Scalar | Prefix] | None = Field(default=None, min_length=1)
-    """Field -> value it equals, or `{prefix: text}` it starts with; every entry must hold."""
+    match: dict[str, Scalar | Prefix | Contains] | None = Field(default=None, min_length=1)
+    """Field -> the value it equals, `{prefix: text}` it starts with or `{contains: text}`; every entry must
+    hold."""
     record_id: str | None = Field(default=None, pattern=r"^[0-9a-f]{16}$")
 
     @model_validator(mode="after")

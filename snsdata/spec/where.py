@@ -34,6 +34,8 @@ from typing import Any
 
 import polars as pl
 
+from snsdata.spec.errors import InvalidInput
+
 KEYWORDS = frozenset({"AND", "OR", "NOT", "IN", "IS", "NULL", "LIKE", "ILIKE", "TRUE", "FALSE"})
 FUNCTIONS = ("array_contains", "starts_with", "ends_with", "contains")
 COMPARISONS = ("=", "==", "!=", "<>", "<", "<=", ">", ">=")
@@ -42,7 +44,7 @@ SQL_ONLY = frozenset({"SELECT", "FROM", "WITH", "UNION", "JOIN", "EXISTS", "CASE
                       "INSERT", "UPDATE", "DELETE", "DROP", "CREATE", "COPY", "ATTACH", "PRAGMA", "BETWEEN"})
 
 
-class WhereError(ValueError):
+class WhereError(InvalidInput):
     """A `where` that is not a column expression over the spec's fields; names the offending token and column."""
 
     def __init__(self, message: str, column: int | None = None, token: str | None = None):
