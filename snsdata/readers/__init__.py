@@ -376,7 +376,9 @@ class _TaskReader:
             return frame, frame.with_columns(_reason=pl.lit(None, dtype=pl.String)).clear()
         reasons: list[str | None] = [None] * frame.height
         spec, reads = self.spec, ", ".join(self.target_reads) or "no field"
-        for index, record in enumerate(frame.select(*self.fields, "_known").iter_rows(named=True)):
+        needs_render = self.identity is None or spec.target.rationale_template is not None
+        for index, record in enumerate(frame.select(*self.fields, "_known").iter_rows(named=True)
+                                       if needs_render else ()):  # `{{ field }}` always renders
             if record.pop("_known") is not None:
                 continue
             try:

@@ -202,6 +202,8 @@ def _readable(text: str) -> str:
 
 def csv_header(path: Path, source: TableSource) -> list[str]:
     for _, row in _csv_rows(path, source, None):
+        if any(_SURROGATE.search(name) for name in row):
+            raise SourceError(f"{path}:1: the header is not valid UTF-8")
         return row
     return []
 
@@ -233,8 +235,9 @@ def csv_items(path: Path, source: TableSource, columns: set[str] | None = None,
               progress: Progress = None) -> Iterator[Item]:
     """CSV read as strings (labels stay exactly as written; an empty cell is missing). A row with more or fewer
     cells than the header, or with bytes that are not UTF-8, is a reject with its line number."""
+    header = csv_header(path, source)
     rows = _csv_rows(path, source, progress)
-    header = next(rows, (0, []))[1]
+    next(rows, None)
     wanted = [(i, name) for i, name in enumerate(header) if columns is None or name in columns]
     seen: set[str] = set()
     wanted = [(i, n) for i, n in wanted if not (n in seen or seen.add(n))]  # a repeated header keeps its first

@@ -61,6 +61,9 @@ def signature(value: Any, path: str = "") -> Signature:
             element = unify(element, signature(item, f"{path}[]"), f"{path}[]")
         return ("list", element)
     if kind is dict:
+        for key in value:
+            if _SURROGATE.search(key):
+                raise Drift(path, "a key that is not valid UTF-8 (an unpaired surrogate)")
         return ("struct", {key: signature(item, f"{path}.{key}" if path else key) for key, item in value.items()})
     raise Drift(path, f"an unsupported value of type {kind.__name__}")
 
