@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from snsdata.spec.reward import RewardSpec
 from snsdata.spec.templating import environment
+from snsdata.spec.where import DESCRIPTION as WHERE_DESCRIPTION
 from snsdata.spec.where import WhereError, parse_where
 
 Capability = Literal[
@@ -95,17 +96,18 @@ class KnownBad(_Strict):
 class _SourceBase(_Strict):
     splits: dict[str, str | list[str]] = Field(min_length=1)
     """Split name -> path(s) relative to the data root."""
-    where: str | None = None
-    """Row selection: a column expression over the fields (comparisons, AND/OR/NOT, IN lists, IS NULL, LIKE,
-    starts_with/ends_with/contains/array_contains), e.g. `src_lang = 'zh'`; not SQL (docs/writing_a_task.md)."""
+    where: str | None = Field(default=None, description=WHERE_DESCRIPTION)
+    """Row selection: a column expression over the fields (snsdata.spec.where; docs/writing_a_task.md)."""
     label_maps: dict[str, LabelMap] = Field(default_factory=dict)
     availability: Availability = "local"
     origin: str | None = None
     """Where the public data lives (repository, paper, licence)."""
     example: dict[str, Any] | None = None
     """A hand-written record in the expected schema, for public or user-supplied data."""
-    known_bad: list[KnownBad] = Field(default_factory=list)
-    """Records of the source known to be wrong: kept in evaluation, excluded from training with their reason."""
+    known_bad: list[KnownBad] = Field(default_factory=list, description=(
+        "Records of the source known to be wrong (a benchmark's own errors): kept when the task is evaluated, left "
+        "out of training and RL rows with their reason in the rejects (step `known_bad`), listed as known by "
+        "`snsdata validate`. Each: {reason, match: {field: value | {prefix: text} | {contains: text}}, record_id}."))
 
     _check_where = field_validator("where")(_where_parses)
 
@@ -164,12 +166,15 @@ class GeneratedSource(_Strict):
     """Split name -> number of records to generate (deterministic per split and seed)."""
     fields: list[str] = Field(min_length=1)
     label_maps: dict[str, LabelMap] = Field(default_factory=dict)
-    where: str | None = None
+    where: str | None = Field(default=None, description=WHERE_DESCRIPTION)
     """Row selection over the generated fields, the same column expression as a file source's `where`."""
     availability: Availability = "generated"
     origin: str | None = None
     example: dict[str, Any] | None = None
-    known_bad: list[KnownBad] = Field(default_factory=list)
+    known_bad: list[KnownBad] = Field(default_factory=list, description=(
+        "Records of the source known to be wrong (a benchmark's own errors): kept when the task is evaluated, left "
+        "out of training and RL rows with their reason in the rejects (step `known_bad`), listed as known by "
+        "`snsdata validate`. Each: {reason, match: {field: value | {prefix: text} | {contains: text}}, record_id}."))
 
     _check_where = field_validator("where")(_where_parses)
 

@@ -36,6 +36,14 @@ import polars as pl
 
 from snsdata.spec.errors import InvalidInput
 
+DESCRIPTION = (
+    "Row selection: a column expression over the source's fields, not SQL. Comparisons (= == != <> < <= > >=) "
+    "of fields and literals ('text' with '' for a quote, numbers, TRUE/FALSE); AND, OR, NOT and parentheses; "
+    "field [NOT] IN ('a', 'b'); field IS [NOT] NULL; field [NOT] LIKE / ILIKE 'pattern' (% any run, _ one "
+    "character); starts_with(field, 'x'), ends_with(field, 'x'), contains(field, 'x'); array_contains(list, value); "
+    "a bare boolean field; struct.sub_field; \"double quotes\" for any field name. Missing values are unknown, as "
+    "in SQL: the row is not selected. Example: src_lang = 'zh' AND NOT array_contains(tags, 'ad')."
+)
 KEYWORDS = frozenset({"AND", "OR", "NOT", "IN", "IS", "NULL", "LIKE", "ILIKE", "TRUE", "FALSE"})
 FUNCTIONS = ("array_contains", "starts_with", "ends_with", "contains")
 COMPARISONS = ("=", "==", "!=", "<>", "<", "<=", ">", ">=")
