@@ -212,3 +212,34 @@ def test_label_map_file_with_extra_columns(tmp_path: Path) -> None:
     (tmp_path / "mapping.txt").write_text("0\t❤\t_red_heart_\n1\t😂\t_face_with_tears_of_joy_\n")
     spec = spec_for(tmp_path, "  reader: tweeteval\n  splits: {train: t}\n  label_maps: {label: {file: mapping.txt}}")
     assert read_task(spec, tmp_path).frame.collect()["label"].to_list() == ["❤", "😂"]
+
+
+@pytest.mark.parametrize(("name", "reader", "body"), [
+    ("d.jsonl", "jsonl", "\ufeff" + "".join(f'{{"text": "t{i % 7}", "label": "x"}}\n' for i in range(50))),
+    ("d.json", "json", json.dumps([{"text": f"t{i % 7}", "label": "x"} for i in range(50)], indent=1)),
+    ("d.csv", "csv", "text,label\n" + "".join(f"t{i % 7},x\n" for i in range(50))),
+])
+def test_streamed_batches_equal_the_whole_read_and_report_progress(tmp_path: Path, name: str, reader: str,
+                                                                   body: str) -> None:
+    from snsdata.readers import iter_task, read_work
+
+    (tmp_path / name).write_text(body, encoding="utf-8")
+    spec = spec_for(tmp_path, f"  reader: {reader}\n  splits: {{train: {name}}}\n  fields: [text, label]")
+    reported: list[int] = []
+    batches = list(iter_task(spec, tmp_path, batch_rows=8, progress=reported.append))
+    assert len(batches) == 7
+    whole = read_task(spec, tmp_path).frame.collect()
+    assert pl.concat([b.frame for b in batches]).equals(whole)
+    assert whole["record_id"].n_unique() == 50 and whole["record_id"][7] == f"{whole['record_id'][0]}-1"
+    assert sum(reported) == read_work(spec, tmp_path)
+
+
+def test_parquet_progress_adds_up_to_the_file_size(tmp_path: Path) -> None:
+    from snsdata.readers import iter_task, read_work
+
+    pl.DataFrame({"text": [f"t{i}" for i in range(30)], "label": ["x"] * 30}).write_parquet(
+        tmp_path / "d.parquet", row_group_size=7)
+    spec = spec_for(tmp_path, "  reader: parquet\n  splits: {train: d.parquet}\n  fields: [text, label]")
+    reported: list[int] = []
+    rows = sum(b.frame.height for b in iter_task(spec, tmp_path, batch_rows=4, progress=reported.append))
+    assert rows == 30 and sum(reported) == read_work(spec, tmp_path)

@@ -184,13 +184,13 @@ def _text_lines(path: Path, progress: Progress) -> Iterator[tuple[int, str]]:
         raise SourceError(f"{path}: cannot read: {exc.strerror or exc}") from None
     with handle:
         for number, raw in enumerate(handle, start=1):
-            if number == 1 and raw.startswith(codecs.BOM_UTF8):
-                raw = raw[len(codecs.BOM_UTF8):]
             if progress is not None:
                 pending += len(raw)
                 if pending >= PROGRESS_EVERY:
                     progress(pending)
                     pending = 0
+            if number == 1 and raw.startswith(codecs.BOM_UTF8):
+                raw = raw[len(codecs.BOM_UTF8):]
             yield number, raw.decode("utf-8", errors="surrogateescape")
     if progress is not None and pending:
         progress(pending)
@@ -270,7 +270,7 @@ def parquet_batches(path: Path, columns: list[str] | None, batch_rows: int,
         frame = pl.from_arrow(batch)
         assert isinstance(frame, pl.DataFrame)
         if progress is not None:
-            progress(size * batch.num_rows // total)
+            progress(size * (offset + batch.num_rows) // total - size * offset // total)
         yield frame.with_columns(
             _location=pl.format("{}#{}", pl.lit(str(path)), pl.int_range(offset, offset + frame.height)))
         offset += frame.height

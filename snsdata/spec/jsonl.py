@@ -71,13 +71,13 @@ def iter_lines(lines: Iterable[bytes], progress: Callable[[int], None] | None = 
     """Every non-blank line of a byte-line iterable (a file opened in binary), numbered from 1."""
     pending = 0
     for number, raw in enumerate(lines, start=1):
-        if number == 1 and raw.startswith(_BOM):
-            raw = raw[len(_BOM):]
         if progress is not None:
             pending += len(raw)
             if pending >= PROGRESS_EVERY:
                 progress(pending)
                 pending = 0
+        if number == 1 and raw.startswith(_BOM):
+            raw = raw[len(_BOM):]
         if raw.strip():
             yield parse_line(number, raw)
     if progress is not None and pending:
