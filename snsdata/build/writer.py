@@ -107,6 +107,9 @@ def _inputs(prepared: Prepared, context: dict[str, Any]) -> dict[str, Any]:
                     "sha256": sha256_file(mixture_file) if mixture_file.is_file() else None},
         **prepared.inputs,
     }
+    if prepared.mixture.bases:  # `extends:`: the files the mixture starts from are inputs too
+        inputs["mixture"]["extends"] = [{"path": base, "sha256": sha256_file(Path(base))}
+                                        for base in prepared.mixture.bases]
     diagnosis = context["diagnosis"]
     inputs["diagnosis"] = {"path": str(diagnosis), "sha256": sha256_file(Path(diagnosis))} if diagnosis else None
     soft = context["soft"]

@@ -16,7 +16,8 @@ err_console = Console(stderr=True)
 
 @app.command("build")
 def build_command(
-    mixture: Annotated[str, typer.Option("--mixture", "-m", help="A shipped mixture name or a mixture YAML file.")],
+    mixture: Annotated[str, typer.Option("--mixture", "-m", help="A mixture name (shipped or in a spec folder's "
+                                                                 "mixtures/; `snsdata mixtures`) or a YAML file.")],
     data_root: Annotated[Path | None, typer.Option(help="Folder holding the data (default: the shipped samples).")]
     = None,
     out: Annotated[Path | None, typer.Option(help="Build directory (default: builds/<mixture>).")] = None,
@@ -62,8 +63,7 @@ def build_command(
                        diagnosis=diagnosis, soft_labels=soft_labels,
                        extra_pairs=pl.concat(extra) if extra else None, console=err_console)
     except SpecError as exc:
-        for issue in exc.issues:
-            err_console.print(f"[red]error[/red] {issue}", highlight=False, soft_wrap=True)
+        _print_issues(exc)
         raise typer.Exit(1) from None
     except (BuildError, InputFileError, LogError) as exc:
         err_console.print(f"[red]error[/red] {exc}", highlight=False, soft_wrap=True)
@@ -90,13 +90,35 @@ def report_command(
 
 @app.command("mixtures")
 def mixtures_command() -> None:
-    """The shipped mixtures: name, format, recipe."""
-    from snsdata.spec.mixture import list_mixtures, load_mixture
+    """The mixtures of the search path (shipped and your folders'): name, format, total, origin, recipe."""
+    from snsdata.spec import SpecError
+    from snsdata.spec.mixture import load_mixture
+    from snsdata.spec.searchpath import mixture_files
 
-    table = Table(title="mixtures (task_specs/mixtures/)", title_justify="left")
-    for column in ("name", "format", "total", "recipe"):
-        table.add_column(column)
-    for name in list_mixtures():
-        mixture = load_mixture(name)
-        table.add_row(name, mixture.format, str(mixture.total or "all"), mixture.recipe or mixture.description)
+    try:
+        found = mixture_files()
+    except SpecError as exc:
+        _print_issues(exc)
+        raise typer.Exit(1) from None
+    table = Table(title="mixtures", title_justify="left")
+    for column in ("name", "format", "total", "origin", "recipe"):
+        table.add_column(column, overflow="fold")
+    failed = False
+    for name, entry in found.items():
+        try:
+            mixture = load_mixture(name)
+        except SpecError as exc:
+            _print_issues(exc)
+            failed = True
+            continue
+        origin = entry.origin + (f" (extends {', '.join(mixture.bases)})" if mixture.bases else "")
+        table.add_row(name, mixture.format, str(mixture.total or "all"), origin,
+                      mixture.recipe or mixture.description)
     console.print(table)
+    if failed:
+        raise typer.Exit(1)
+
+
+def _print_issues(exc: Exception) -> None:
+    for issue in getattr(exc, "issues", [exc]):
+        err_console.print(f"[red]error[/red] {issue}", highlight=False, soft_wrap=True)
