@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated
 
@@ -89,21 +90,21 @@ def report_command(
 
 
 @app.command("mixtures")
-def mixtures_command() -> None:
-    """The mixtures of the search path (shipped and your folders'): name, format, total, origin, recipe."""
+def mixtures_command(
+    as_json: Annotated[bool, typer.Option("--json", help="A JSON list of {name, format, total, origin, extends}.")]
+    = False,
+) -> None:
+    """The mixtures of the search path (shipped and your folders'): name, format, total, recipe, origin."""
     from snsdata.spec import SpecError
     from snsdata.spec.mixture import load_mixture
-    from snsdata.spec.searchpath import mixture_files
+    from snsdata.spec.searchpath import SHIPPED, mixture_files
 
     try:
         found = mixture_files()
     except SpecError as exc:
         _print_issues(exc)
         raise typer.Exit(1) from None
-    table = Table(title="mixtures", title_justify="left")
-    for column in ("name", "format", "total", "origin", "recipe"):
-        table.add_column(column, overflow="fold")
-    failed = False
+    rows, failed = [], False
     for name, entry in found.items():
         try:
             mixture = load_mixture(name)
@@ -111,10 +112,22 @@ def mixtures_command() -> None:
             _print_issues(exc)
             failed = True
             continue
-        origin = entry.origin + (f" (extends {', '.join(mixture.bases)})" if mixture.bases else "")
-        table.add_row(name, mixture.format, str(mixture.total or "all"), origin,
-                      mixture.recipe or mixture.description)
-    console.print(table)
+        rows.append({"name": name, "format": mixture.format, "total": mixture.total, "origin": entry.origin,
+                     "extends": list(mixture.bases), "recipe": mixture.recipe or mixture.description})
+    if as_json:
+        typer.echo(json.dumps(rows, ensure_ascii=False, indent=1))
+    else:
+        table = Table(title="mixtures", title_justify="left")
+        for column in ("name", "format", "total", "recipe"):
+            table.add_column(column)
+        for row in rows:
+            mark = " *" if row["origin"] != SHIPPED else ""
+            table.add_row(row["name"] + mark, row["format"], str(row["total"] or "all"), row["recipe"])
+        console.print(table)
+        for row in rows:
+            if row["origin"] != SHIPPED:
+                extends = f" (extends {', '.join(row['extends'])})" if row["extends"] else ""
+                console.print(f"* {row['name']}: {row['origin']}{extends}", highlight=False, soft_wrap=True)
     if failed:
         raise typer.Exit(1)
 

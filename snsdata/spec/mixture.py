@@ -257,13 +257,15 @@ def _issues(located: Located, exc: ValidationError) -> list[SpecIssue]:
 
 
 def _find(name: str) -> Path:
-    from snsdata.spec.searchpath import find_mixture, mixture_files
+    from snsdata.spec.searchpath import SHIPPED, find_mixture, mixture_files
 
     found = find_mixture(name)
     if found is None:
-        known = ", ".join(mixture_files())
+        known = mixture_files().values()
+        shipped = ", ".join(m.name for m in known if m.origin == SHIPPED)
+        yours = ", ".join(m.name for m in known if m.origin != SHIPPED)
         raise SpecError([SpecIssue(name, 0, "", f"no mixture file or mixture of that name on the search path "
-                                                f"(known: {known})")])
+                                                f"(shipped: {shipped}" + (f"; yours: {yours})" if yours else ")"))])
     return found.path
 
 
