@@ -196,6 +196,30 @@ def test_a_user_spec_overrides_the_shipped_one_with_one_notice(tmp_path: Path) -
     assert notice not in again.stderr  # once per process
 
 
+def test_a_user_spec_extends_a_shipped_base_by_its_catalogue_path(tmp_path: Path) -> None:
+    folder = tmp_path / "mine"
+    _write(folder / "stance_remote_work.yaml", """\
+extends: content_understanding/tweet_stance/_tweet_stance.yaml   # not beside this file: the shipped one
+id: tweet_stance_remote_work
+description: "Stance of a tweet toward remote work."
+vars:
+  target: "Remote work should stay"
+source:
+  splits: {train: stance/remote_work/train, test: stance/remote_work/test}
+""")
+    _write(folder / ".github" / "workflows" / "ci.yaml", "on: push\n")  # hidden folders are not specs
+    _write(folder / "bad_base.yaml", "extends: nowhere/_base.yaml\nid: x\n")
+    configure([folder])
+    with pytest.raises(SpecError) as info:
+        load_catalogue()
+    assert [i.file for i in info.value.issues] == [str(folder / "bad_base.yaml")]
+    assert "nor at" in info.value.issues[0].message and "shipped catalogue" in info.value.issues[0].message
+    (folder / "bad_base.yaml").unlink()
+    spec = load_catalogue()["tweet_stance_remote_work"]
+    assert spec.output.labels == ["none", "against", "favor"] and spec.reward.aliases["against"] == ["oppose"]
+    assert spec.vars["target"] == "Remote work should stay"
+
+
 def test_two_user_folders_defining_one_id_is_an_error_naming_both(tmp_path: Path) -> None:
     specs, _ = make_project(tmp_path)
     twin = tmp_path / "twin"

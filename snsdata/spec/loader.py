@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import functools
 from collections.abc import Iterable
 from dataclasses import dataclass
 from importlib import resources
@@ -39,9 +40,10 @@ class SpecError(ValueError):
         super().__init__("\n".join(str(issue) for issue in issues))
 
 
+@functools.cache
 def specs_root() -> Path:
     """The shipped `task_specs/` directory (inside the wheel as `snsdata.task_specs`)."""
-    return Path(str(resources.files("snsdata.task_specs")))
+    return Path(str(resources.files("snsdata.task_specs"))).resolve()
 
 
 def templates_root() -> Path:
@@ -78,9 +80,13 @@ def _load_with_bases(path: Path, chain: tuple[Path, ...] = ()) -> Located:
     if base_name is None:
         return located
     base_path = (path.parent / str(base_name)).resolve()
+    shipped = (specs_root() / str(base_name)).resolve()
+    if not base_path.is_file() and shipped.is_file():
+        base_path = shipped  # a spec of your own may start from a shipped base: `content_understanding/_x.yaml`
     if not base_path.is_file():
         file, line = located.where(("extends",))
-        raise SpecError([SpecIssue(file, line, "extends", f"base spec {base_name!r} not found at {base_path}")])
+        raise SpecError([SpecIssue(file, line, "extends", f"base spec {base_name!r} not found at {base_path} "
+                                                          f"(nor at {shipped}, in the shipped catalogue)")])
     base = _load_with_bases(base_path, (*chain, path))
     lines = {**base.lines, **located.lines}
     return Located(merge_overrides(base.data, located.data), lines)
@@ -204,7 +210,7 @@ def discover_spec_files(paths: Iterable[str | Path] | None = None) -> list[Path]
     """Task spec files under the given files/folders (default: the shipped catalogue).
 
     Files whose name starts with `_` are bases for `extends:` and the `mixtures/` folder holds mixtures:
-    neither is a task.
+    neither is a task; hidden folders (`.git`, `.github`) are not looked into.
     """
     roots = [Path(p) for p in paths] if paths else [specs_root()]
     files: list[Path] = []
@@ -214,7 +220,8 @@ def discover_spec_files(paths: Iterable[str | Path] | None = None) -> list[Path]
             continue
         for candidate in sorted(root.rglob("*.yaml")):
             relative = candidate.relative_to(root)
-            if candidate.name.startswith("_") or MIXTURES_DIR in relative.parts[:-1]:
+            folders = relative.parts[:-1]
+            if candidate.name.startswith("_") or MIXTURES_DIR in folders or any(f.startswith(".") for f in folders):
                 continue
             files.append(candidate)
     return files

@@ -108,9 +108,9 @@ def add_spec_folders(specs: Iterable[str | Path]) -> None:
 
 def read_project(directory: str | Path | None = None) -> Project | None:
     """`snsdata.toml` of a directory (default: the working directory), or None; re-read only when it changes."""
-    file = (Path(directory) if directory is not None else Path.cwd()).resolve() / PROJECT_FILE
+    file = Path(os.path.abspath(directory if directory is not None else os.getcwd())) / PROJECT_FILE
     try:
-        stamp = file.stat().st_mtime_ns
+        stamp = os.stat(file).st_mtime_ns
     except OSError:
         return None
     with _LOCK:
@@ -157,13 +157,12 @@ def search_path(directory: str | Path | None = None) -> SearchPath:
     project = read_project(directory)
     if project is not None:
         given += [SpecFolder(p, str(project.file)) for p in project.specs]
-    shipped = specs_root().resolve()
     folders: list[SpecFolder] = []
-    seen = {shipped}
+    seen = {specs_root()}
     issues = []
     for folder in given:
-        path = folder.path.expanduser().resolve()
-        if not path.exists():
+        path = Path(os.path.abspath(folder.path.expanduser()))  # not resolve(): this runs on every score() call
+        if not os.path.exists(path):
             issues.append(SpecIssue(str(folder.path), 0, "", f"spec folder not found (given by {folder.given_by})"))
             continue
         if path not in seen:
@@ -263,8 +262,12 @@ def frozen_specs(build: str | Path) -> dict[str, TaskSpec]:
 
 def _mixture_files(root: Path) -> list[Path]:
     """Mixture files of one folder: `*.yaml` under a `mixtures/` folder (`_*.yaml` are bases, not listed)."""
-    return [p for p in sorted(root.rglob("*.yaml"))
-            if MIXTURES_DIR in p.relative_to(root).parts[:-1] and not p.name.startswith("_")]
+    found = []
+    for path in sorted(root.rglob("*.yaml")):
+        folders = path.relative_to(root).parts[:-1]
+        if MIXTURES_DIR in folders and not path.name.startswith("_") and not any(f.startswith(".") for f in folders):
+            found.append(path)
+    return found
 
 
 def mixture_files(search: SearchPath | None = None) -> dict[str, MixtureFile]:
