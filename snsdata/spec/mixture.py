@@ -314,27 +314,25 @@ def _components_by_name(base: Located, override: Located) -> tuple[list[Any], di
     merged: list[Any] = []
     lines: dict[KeyPath, Any] = {}
 
-    def place(old: KeyPath | None, new_index: int, source: dict[KeyPath, Any]) -> None:
+    def place(old: KeyPath, new_index: int, source: dict[KeyPath, Any]) -> None:
+        """Carry the lines of one component from its old key path to its place in the merged list."""
         for key, at in source.items():
-            if old is not None and key[: len(old)] == old:
+            if key[: len(old)] == old:
                 lines[("components", new_index, *key[len(old):])] = at
 
     for i, component in enumerate(components):
         name = component.get("name") if isinstance(component, dict) else None
-        patch = patches.get(name, {}) if name in patches else {}
-        if name in patches and patch is None:
+        patch = patches.get(name, {})
+        if patch is None:
             continue
-        index = len(merged)
+        place(("components", i), len(merged), base.lines)
+        place(("components", name), len(merged), override.lines)
         merged.append(merge_overrides(component, patch))
-        place(("components", i), index, base.lines)
-        place(("components", name), index, override.lines)
     for name, patch in patches.items():
-        if name in old_index:
-            continue
-        index = len(merged)
-        merged.append({"name": name, **patch})
-        place(("components", name), index, override.lines)
-        lines[("components", index, "name")] = override.where(("components", name))
+        if name not in old_index:
+            place(("components", name), len(merged), override.lines)
+            lines[("components", len(merged), "name")] = override.where(("components", name))
+            merged.append({"name": name, **patch})
     lines[("components",)] = override.where(("components",))
     return merged, lines
 

@@ -142,8 +142,10 @@ def _parse_project(file: Path) -> Project:
     data_root = data.get("data_root")
     if data_root is not None and (not isinstance(data_root, str) or not data_root):
         raise fail("data_root", "a folder path (relative to this file), e.g. data_root = \"data\"")
-    return Project(file, tuple((file.parent / item).resolve() for item in specs),
-                   (file.parent / data_root).resolve() if data_root is not None else None)
+    def absolute(item: str) -> Path:
+        return Path(os.path.abspath(file.parent / Path(item).expanduser()))
+
+    return Project(file, tuple(absolute(item) for item in specs), absolute(data_root) if data_root else None)
 
 
 def search_path(directory: str | Path | None = None) -> SearchPath:
