@@ -25,8 +25,9 @@ SPEC_FREE_COMMANDS = frozenset({"init", "schema"})
 def main(
     ctx: typer.Context,
     specs: Annotated[list[Path] | None, typer.Option(
-        "--specs", help="A folder of your own task specs (and mixtures/); repeatable. Added to the shipped "
-                        "catalogue, with SNSDATA_SPECS and snsdata.toml's `specs` (docs/writing_a_task.md).")] = None,
+        "--specs", metavar="DIR",
+        help="A folder of your own task specs (and mixtures/); repeatable. Added to the shipped catalogue, with "
+             "SNSDATA_SPECS and snsdata.toml's `specs` (docs/writing_a_task.md).")] = None,
 ) -> None:
     """SNS data into training data and rewards for RedOne / RedOne 2.0 post-training."""
     configure(specs or [])
