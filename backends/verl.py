@@ -99,7 +99,8 @@ def export_verl(build: str | Path, out: str | Path) -> dict[str, Any]:
 
 _LOCK = threading.Lock()
 _SPECS: dict[str | None, dict[str, Any]] = {}
-_SCORERS: dict[tuple[str | None, str, str | None], Any] = {}
+_SCORERS: dict[tuple[int, str | None], tuple[Any, Any]] = {}
+"""(id(spec), reward JSON) -> (spec, scorer); holding the spec keeps its id from being reused while cached."""
 
 
 def _specs(path: str | None) -> dict[str, Any]:
@@ -117,28 +118,30 @@ def _specs(path: str | None) -> dict[str, Any]:
 
 
 def _scorer(task_id: str, reward_json: str | None, specs_path: str | None) -> Any:
-    """The task's Scorer, with the row's own reward declaration when it differs from the spec's."""
+    """The task's Scorer, with the row's own reward declaration when it differs from the spec's; cached per spec
+    object, so a changed search path never serves a scorer built from another spec."""
     from pydantic import TypeAdapter
 
     from snsdata.rewards.scorer import Scorer
     from snsdata.spec import RewardSpec
 
-    key = (specs_path, task_id, reward_json)
-    with _LOCK:
-        found = _SCORERS.get(key)
-    if found is not None:
-        return found
     specs = _specs(specs_path)
     if task_id not in specs:
         raise KeyError(f"task {task_id!r} is not in {specs_path or 'the spec search path'}; pass the export's "
                        "specs.json as reward.custom_reward_function.reward_kwargs.specs")
     spec = specs[task_id]
+    key = (id(spec), reward_json)
+    with _LOCK:
+        found = _SCORERS.get(key)
+    if found is not None and found[0] is spec:
+        return found[1]
+    scored = spec
     if reward_json is not None and json.loads(reward_json) != spec.reward.model_dump(mode="json"):
         reward = TypeAdapter(RewardSpec).validate_python(json.loads(reward_json))
-        spec = spec.model_copy(update={"reward": reward})
-    scorer = Scorer(spec)
+        scored = spec.model_copy(update={"reward": reward})
+    scorer = Scorer(scored)
     with _LOCK:
-        return _SCORERS.setdefault(key, scorer)
+        return _SCORERS.setdefault(key, (spec, scorer))[1]
 
 
 def _unpack(data_source: str, extra_info: Any) -> tuple[str, str | None, dict[str, Any]]:
