@@ -22,7 +22,7 @@ import pytest
 from typer.testing import CliRunner
 
 from snsdata.cli import app
-from snsdata.spec import SpecError, configure, load_catalogue, load_mixture, search_path
+from snsdata.spec import SpecError, configure, load_catalogue, load_mixture, search_path, specs_root
 from snsdata.spec.loader import spec_json_schema
 from snsdata.spec.searchpath import ENV_VAR, mixture_files, resolve_specs
 from snsdata.starter import starter_files
@@ -120,10 +120,12 @@ def test_without_the_folder_the_task_is_unknown_with_it_every_spec_command_finds
     items = json.loads(rendered.stdout)
     assert [i["target"] for i in items] == ["正面", "负面"]
     assert "评论：这家店的拿铁太好喝了" in items[0]["messages"][-1]["content"]
-    validated = invoke("--specs", specs, "validate", "--data-root", data)
+    validated = invoke("validate", specs, "--data-root", data)  # exactly these files, data checked
     assert validated.exit_code == 0, validated.output
     assert f"{TASK}: 33 records read, rendered and gold-checked" in validated.output
-    assert f"{QA}: 8 records read" in validated.output
+    assert f"{QA}: 8 records read" in validated.output and "2 task specs valid" in validated.output
+    everything = invoke("--specs", specs, "validate")  # the whole search path
+    assert everything.exit_code == 0 and f"{len(load_catalogue([specs_root()])) + 2} task specs valid" in everything.output
     listed = invoke("--specs", specs, "tasks", "list", "--json")
     rows = {row["id"]: row for row in json.loads(listed.stdout)}
     assert rows[TASK]["origin"] == str((specs / f"{TASK}.yaml").resolve())
@@ -178,8 +180,6 @@ def test_a_missing_specs_folder_names_the_option(tmp_path: Path) -> None:
 
 
 def test_a_user_spec_overrides_the_shipped_one_with_one_notice(tmp_path: Path) -> None:
-    from snsdata.spec import specs_root
-
     folder = tmp_path / "overrides"
     folder.mkdir()
     shipped = specs_root() / "content_understanding" / "note_gender.yaml"
