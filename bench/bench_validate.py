@@ -101,7 +101,7 @@ def main() -> None:
     runs.append((f"baseline: pl.read_ndjson into memory, {args.mb} MB (no checks)", measured, log))
     width = max(len(name) for name, _, _ in runs)
     print(f"{'run'.ljust(width)}  {'wall s':>8}  {'peak RSS MB':>11}  rc")
-    for name, measured, log in runs:
+    for name, measured, _ in runs:
         print(f"{name.ljust(width)}  {measured['wall_s']:>8.1f}  {measured['peak_tree_rss_mb']:>11.0f}  "
               f"{measured['rc']}")
     for name, _, log in runs[:2]:

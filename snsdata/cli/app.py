@@ -1,4 +1,5 @@
-"""The typer application every command module registers on, and the one place errors become exit codes.
+"""The typer application every command module registers on, its global options (the spec search path), and the
+one place errors become exit codes.
 
 Exit codes, for every command: 0 ok, 1 invalid input (a spec, a data or prediction file, an option value; the
 message names the file and the line, record or key), 2 usage (an unknown option, a missing argument), 3 an
@@ -14,13 +15,14 @@ import sys
 import tempfile
 import traceback
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 from typer.core import TyperGroup
 
+from snsdata.spec import SpecError, configure, search_path
 from snsdata.spec.errors import InvalidInput
 
 EXIT_OK, EXIT_INVALID_INPUT, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
@@ -100,3 +102,27 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     cls=SnsdataGroup,
 )
+
+SPEC_FREE_COMMANDS = frozenset({"init", "schema"})
+"""Commands that read no specs: a broken search path does not stop them."""
+
+
+@app.callback()
+def main(
+    ctx: typer.Context,
+    specs: Annotated[list[Path] | None, typer.Option(
+        "--specs", metavar="DIR",
+        help="A folder of your own task specs (and mixtures/); repeatable. Added to the shipped catalogue, with "
+             "SNSDATA_SPECS and snsdata.toml's `specs` (docs/writing_a_task.md).")] = None,
+) -> None:
+    """SNS data into training data and rewards for RedOne / RedOne 2.0 post-training."""
+    configure(specs or [])
+    if ctx.invoked_subcommand in SPEC_FREE_COMMANDS:
+        return
+    try:
+        search_path()
+    except SpecError as exc:
+        err = Console(stderr=True)
+        for issue in exc.issues:
+            err.print(f"[red]error[/red] {issue}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None

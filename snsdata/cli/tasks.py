@@ -14,11 +14,11 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeE
 from rich.table import Table
 
 from snsdata.cli.app import app
-from snsdata.readers import data_found, default_data_root, read_task, read_work
-from snsdata.render import render_messages, render_target
-from snsdata.spec import CAPABILITIES, TaskSpec, load_catalogue
-from snsdata.spec.errors import InvalidInput
-from snsdata.spec.models import TaskSpec as TaskSpecModel
+from snsdata.readers import DataNotFound, SourceError, data_found, default_data_root, read_task, read_work
+from snsdata.render import RenderError, render_messages, render_target
+from snsdata.spec import CAPABILITIES, SpecError, TaskSpec, load_catalogue, resolve_specs
+from snsdata.spec.loader import spec_json_schema
+from snsdata.spec.searchpath import SHIPPED, Resolved
 
 console = Console()
 err_console = Console(stderr=True)
@@ -31,15 +31,41 @@ DataRoot = Annotated[
 ]
 
 
+def _fail_on_specs(exc: SpecError) -> typer.Exit:
+    for issue in exc.issues:
+        err_console.print(f"[red]error[/red] {issue}", highlight=False, soft_wrap=True)
+    return typer.Exit(1)
+
+
 def _catalogue(paths: list[Path] | None = None) -> dict[str, TaskSpec]:
-    return load_catalogue(paths or None)  # a SpecError names every problem; the app prints it and exits 1
+    """The given spec files/folders, or the search path (shipped catalogue + user folders)."""
+    try:
+        return load_catalogue(paths or None)
+    except SpecError as exc:
+        raise _fail_on_specs(exc) from None
+
+
+def _resolved() -> Resolved:
+    try:
+        return resolve_specs()
+    except SpecError as exc:
+        raise _fail_on_specs(exc) from None
 
 
 def _spec(task_id: str) -> TaskSpec:
     specs = _catalogue()
     if task_id not in specs:
-        raise InvalidInput(f"unknown task {task_id!r}; `snsdata tasks list` shows the ids")
+        err_console.print(f"[red]error[/red] unknown task {task_id!r}; `snsdata tasks list` shows the ids")
+        raise typer.Exit(1)
     return specs[task_id]
+
+
+def _read(spec: TaskSpec, data_root: Path | None) -> pl.DataFrame:
+    try:
+        return read_task(spec, data_root).frame.collect()
+    except (DataNotFound, SourceError) as exc:
+        err_console.print(f"[red]error[/red] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
 
 
 _STYLES = {"error": "red", "warning": "yellow", "known": "cyan", "info": "dim"}
@@ -84,12 +110,14 @@ def tasks_list(
     data_root: DataRoot = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per task.")] = False,
 ) -> None:
-    """Every task grouped by capability: languages, output format, reward type, data availability."""
-    specs = _catalogue()
+    """Every task grouped by capability: languages, output format, reward type, data availability, origin."""
+    resolved = _resolved()
+    specs = resolved.specs
     root = data_root or default_data_root()
     rows = [
         {
             "id": spec.id,
+            "origin": resolved.origin(spec.id),
             "capability": spec.capability,
             "languages": spec.languages,
             "output": spec.output.format,
@@ -112,11 +140,15 @@ def tasks_list(
             table.add_column(column)
         for row in group:
             found = "[green]found[/green]" if row["data_found"] else "[dim]not found[/dim]"
-            table.add_row(row["id"], ",".join(row["languages"]), row["output"], row["reward"],
-                          row["availability"], found)
+            name = f"{row['id']} *" if row["origin"] != SHIPPED else row["id"]
+            table.add_row(name, ",".join(row["languages"]), row["output"], row["reward"], row["availability"], found)
         console.print(table)
     found = sum(row["data_found"] for row in rows)
-    console.print(f"{len(rows)} tasks; data found for {found} under {root}")
+    own = [row for row in rows if row["origin"] != SHIPPED]
+    for row in own:
+        console.print(f"* {row['id']}: {row['origin']}", highlight=False, soft_wrap=True)
+    mine = f" ({len(own)} from your spec folders, marked *)" if own else ""
+    console.print(f"{len(rows)} tasks{mine}; data found for {found} under {root}", highlight=False, soft_wrap=True)
 
 
 @tasks_app.command("show")
@@ -137,14 +169,21 @@ def render(
 ) -> None:
     """Show the chat messages and target of the first N records of a task."""
     spec = _spec(task_id)
-    frame = read_task(spec, data_root).frame.collect()
+    frame = _read(spec, data_root)
     pool = None
     if spec.prompt.few_shot.split:
         pool = frame.filter(pl.col("split") == spec.prompt.few_shot.split).to_dicts()
     if split:
         frame = frame.filter(pl.col("split") == split)
-    out = [{"record_id": record["record_id"], "messages": render_messages(spec, record, pool, seed),
-            "target": render_target(spec, record)} for record in frame.head(n).to_dicts()]
+    out = []
+    try:
+        for record in frame.head(n).to_dicts():
+            out.append({"record_id": record["record_id"],
+                        "messages": render_messages(spec, record, pool, seed),
+                        "target": render_target(spec, record)})
+    except RenderError as exc:
+        err_console.print(f"[red]error[/red] {exc}", highlight=False)
+        raise typer.Exit(1) from None
     if as_json:
         typer.echo(json.dumps(out, ensure_ascii=False, indent=1))
         return
@@ -155,18 +194,6 @@ def render(
             console.print(message["content"], markup=False, highlight=False)
         console.print("[bold]target[/bold]", highlight=False)
         console.print(item["target"], markup=False, highlight=False)
-
-
-def spec_json_schema() -> dict:
-    """The JSON Schema of a task spec file (`extends:` added: the loader resolves it before validation)."""
-    schema = TaskSpecModel.model_json_schema()
-    schema["properties"]["extends"] = {"type": "string", "description": "Base spec file this one overrides."}
-    for role in ("system", "user"):
-        prompt = schema["$defs"]["Prompt"]["properties"]
-        prompt.setdefault(f"{role}_file", {"type": "string"})
-    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
-    schema["title"] = "snsdata task spec"
-    return schema
 
 
 @app.command()
