@@ -207,7 +207,7 @@ def test_an_internal_error_prints_one_line_and_logs_the_traceback(tmp_path: Path
     def broken(*args: object, **kwargs: object) -> None:
         raise ZeroDivisionError("a bug somewhere")
 
-    monkeypatch.setattr(tasks, "load_catalogue", broken)
+    monkeypatch.setattr(tasks, "data_found", broken)
     monkeypatch.setenv("SNSDATA_LOG_DIR", str(tmp_path / "logs"))
     code, output = invoke("tasks", "list")
     assert code == 3
