@@ -18,6 +18,7 @@ benchmark scores them as they are.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import reduce
@@ -306,14 +307,14 @@ class _TaskReader:
                 malformed.append(Malformed(item.location, drifted[item.location], _row_text(item.values)))
             else:
                 rows.append({"_location": item.location, **item.values})
-            if len(rows) >= self.batch_rows:
+            if len(rows) >= self.batch_rows or len(malformed) >= self.batch_rows:
                 yield _frame(rows, schema, malformed), malformed
                 rows, malformed = [], []
         if rows or malformed:
             yield _frame(rows, schema, malformed), malformed
 
     # ---- raw batch -> kept rows and rejects
-    def select_fields(self, frame: pl.DataFrame, path: Path) -> tuple[pl.DataFrame, pl.DataFrame]:
+    def select_fields(self, frame: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
         """Rename columns to field names; rows lacking a required field become rejects."""
         if self.table is None:
             for name in self.fields:
@@ -406,7 +407,7 @@ class _TaskReader:
         task_id = self.spec.id
         rejects = [_malformed_rejects(task_id, malformed)]
         read = frame.height + len(malformed)
-        frame, missing = self.select_fields(frame, path) if path is not None else (frame, frame.clear())
+        frame, missing = self.select_fields(frame) if path is not None else (frame, frame.clear())
         if "_reason" in missing.columns:
             rejects.append(_reject_rows(task_id, "read", missing))
         frame, unmapped = self.apply_label_maps(frame)
@@ -486,8 +487,6 @@ class _TaskReader:
 
 
 def _row_text(values: dict[str, Any]) -> str:
-    import json
-
     return json.dumps(values, ensure_ascii=False, default=str)
 
 
