@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import builtins
 import contextlib
+import fcntl
 import gc
 import json
 import os
@@ -263,11 +264,10 @@ def seccomp_program(machine: str, deny_sockets: bool) -> bytes:
     return b"".join([*prog, op(ret, _RET_ALLOW)])
 
 
-class Kernel:
-    """prctl calls made by trusted code: seccomp for program processes, no core dumps or ptrace for the worker.
-
-    Needs ctypes, which is imported here and then dropped from sys.modules, so that a program still has to
-    import it (and the audit hook refuses that)."""
+class Prctl:
+    """prctl(2) for trusted code: the seccomp filter of program processes; no ptrace of the worker and its
+    children. Python has no prctl, so this needs ctypes, which is imported here and then dropped from
+    sys.modules: a program still has to import it, and the audit hook refuses that."""
 
     def __init__(self, deny_sockets: bool) -> None:
         import ctypes
@@ -373,15 +373,14 @@ class Worker:
         self.audit: bool = config["audit"]
         self.pid_one = config["pid_namespace"] and os.getpid() == 1
         self.native_roots = native_roots(self.job_root)
-        self.kernel: Kernel | None = None
+        self.prctl: Prctl | None = None
         self.seccomp = False
         try:
-            self.kernel = Kernel(deny_sockets=not config["pid_namespace"])
-            self.kernel.forbid_ptrace()
+            self.prctl = Prctl(deny_sockets=not config["pid_namespace"])
+            self.prctl.forbid_ptrace()
         except (OSError, AttributeError, ImportError):
-            self.kernel = None
-        if config["seccomp"] and self.kernel is not None and self.kernel.filter is not None:
-            self.seccomp = True
+            self.prctl = None
+        self.seccomp = bool(config["seccomp"] and self.prctl is not None and self.prctl.filter is not None)
 
     def handle(self, request: dict) -> dict:
         if request["mode"] == "function":
@@ -528,8 +527,8 @@ class Worker:
         try:
             _lock_down(fds, workdir, uid, self.limits, nproc_base)
             if sandboxed and self.seccomp:
-                assert self.kernel is not None
-                self.kernel.install_seccomp()
+                assert self.prctl is not None
+                self.prctl.install_seccomp()
             then()
         except BaseException as exc:
             os.write(2, f"sandbox: setting up the run failed: {exc!r}\n".encode())
@@ -1021,8 +1020,6 @@ def _kill_namespace() -> bool:
 
 
 def _dup_high(fd: int) -> int:
-    import fcntl
-
     return fcntl.fcntl(fd, fcntl.F_DUPFD, _HIGH_FD)
 
 
@@ -1091,7 +1088,7 @@ def probe(uid: int | None) -> dict:
     except OSError as error:
         facts["stdlib_error"] = str(error)
     try:
-        Kernel(deny_sockets=True).install_seccomp()
+        Prctl(deny_sockets=True).install_seccomp()
         facts["seccomp"] = True
     except (OSError, AttributeError, ImportError) as error:
         facts["seccomp_error"] = str(error)

@@ -393,9 +393,10 @@ class _Worker:
         except Exception:
             worker.kill()
             raise
-        if not ready.get("ready") or ready.get("pid_one") != namespaced or ready.get("uid") != uid:
+        expected = {"ready": True, "pid_one": namespaced, "uid": uid, "seccomp": config["seccomp"]}
+        if any(ready.get(key) != value for key, value in expected.items()):  # never run weaker than probed
             worker.kill()
-            raise RuntimeError(f"sandbox worker did not start as expected: {ready}")
+            raise RuntimeError(f"sandbox worker did not start as expected: {ready}, wanted {expected}")
         return worker
 
     def alive(self) -> bool:
