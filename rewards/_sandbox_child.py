@@ -94,6 +94,9 @@ _DENIED_PREFIXES = ("socket.", "ctypes.", "_ctypes.")
 DENIED_IMPORTS = frozenset({
     "ctypes", "_ctypes", "_cffi_backend", "_testcapi", "_testinternalcapi", "_xxsubinterpreters",
 })  # fmt: skip
+# Preloaded by the worker and neutered before the program runs (its fork_exec spawns without audit events):
+# importing it is served from sys.modules, importing it afresh is refused.
+_FRESH_IMPORT_DENIED = frozenset({"_posixsubprocess"})
 _FRAME_ATTRS = frozenset({"tb_frame", "gi_frame", "cr_frame", "ag_frame"})
 # Events that change the file system: (argument positions holding paths, positions holding dir_fd).
 _PATH_EVENTS = {
@@ -132,7 +135,7 @@ def make_audit_hook(root: str, own_pid: int, native_roots: tuple[str, ...]):
     denied, prefixes, denied_imports, frame_attrs = (
         _DENIED_EVENTS,
         _DENIED_PREFIXES,
-        DENIED_IMPORTS,
+        DENIED_IMPORTS | _FRESH_IMPORT_DENIED,
         _FRAME_ATTRS,
     )
     path_events = dict(_PATH_EVENTS)

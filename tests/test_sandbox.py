@@ -873,6 +873,10 @@ HOSTILE = {
         " None, -1, -1, -1, -1, -1, -1, *os.pipe(), False, False, None, None, None, -1, None, False)\n",
         "error",
     ),
+    "fresh_spawner": (  # a fresh copy of the module would bring back the real fork_exec
+        "import sys\ndel sys.modules['_posixsubprocess']\nimport _posixsubprocess\n",
+        "error",
+    ),
     "tracing": ("import sys\nsys.settrace(lambda *a: None)\n", "error"),
     "read_root_home": ("open('/root/.bashrc').read()\n", "error"),
 }
