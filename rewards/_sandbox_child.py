@@ -78,6 +78,8 @@ _OPEN_FILES = 256
 _READ_CHUNK = 1 << 16
 _UNIT_CODES = {"pass": "passed", "fail": "failed", "mem": "memory"}
 _MAX_EXPORTS = 10_000
+_SETTLE_S = 0.2
+"""How long a program process may take to be seen ending, once the test process stopped short because of it."""
 
 # Audit events refused outright once untrusted code runs: process creation, signals to others, tracing,
 # frame and object-graph introspection, and adding hooks. Creating code objects stays allowed: imports need
@@ -430,7 +432,14 @@ class Worker:
                 fds.remove(fd)
             streams = {fd: self.limits["max_output_bytes"] for fd in (p_out, p_err, t_out, t_err)}
             streams[verdict_r] = 1 << 20
-            verdict, bufs, exits, program_first, ended = self._supervise(started, tests, program, streams)
+            def stopped_short(bufs: dict[int, bytearray]) -> bool:
+                while self._read(verdict_r, bufs[verdict_r], streams[verdict_r], None):
+                    pass
+                return b"D\n" not in bufs[verdict_r].splitlines(keepends=True)
+
+            verdict, bufs, exits, program_first, ended = self._supervise(
+                started, tests, program, streams, stopped_short
+            )
             # A test process that died says how (the program's exit then follows from it); one that stopped
             # because the channel broke leaves the story to the program process, if that ended first.
             program_fate = self._fate(*exits[program]) if program_first else None
@@ -476,7 +485,7 @@ class Worker:
                 os.close(fd)
                 fds.remove(fd)
             caps = {out_r: self.limits["max_output_bytes"], err_r: self.limits["max_output_bytes"], rep_r: 1 << 20}
-            verdict, bufs, exits, _, ended = self._supervise(started, pid, None, caps)
+            verdict, bufs, exits, _, ended = self._supervise(started, pid, None, caps, None)
             wait_status, usage = exits[pid]
             code = os.waitstatus_to_exitcode(wait_status)
             if verdict is None and code < 0:
@@ -539,11 +548,18 @@ class Worker:
             os._exit(SETUP_FAILED)
 
     def _supervise(
-        self, started: float, main: int, other: int | None, caps: dict[int, int]
+        self,
+        started: float,
+        main: int,
+        other: int | None,
+        caps: dict[int, int],
+        settle: Callable[[dict[int, bytearray]], bool] | None,
     ) -> tuple[str | None, dict[int, bytearray], dict[int, tuple[int, resource.struct_rusage]], bool, float]:
         """Wait until `main` exits, the wall clock runs out or a stream passes its cap; then kill and reap
         everything. Returns (verdict, output by fd, {pid: (wait status, rusage)}, whether `other` had exited
-        before the end, end time)."""
+        on its own, end time). When `settle(output)` says so, `other` gets _SETTLE_S to be seen exiting: a
+        process's pipes close before its exit is reported, so the test process can notice a dead program
+        process first."""
         bufs = {fd: bytearray() for fd in caps}
         pidfds = {pid: os.pidfd_open(pid) for pid in (main, other) if pid is not None}
         poller = select.poll()
@@ -565,7 +581,8 @@ class Worker:
                     elif not self._read(fd, bufs[fd], caps[fd], poller):
                         verdict = "output_limit"
             if other is not None:
-                other_first = bool(select.select([pidfds[other]], [], [], 0)[0])
+                wait = _SETTLE_S if exited and settle is not None and settle(bufs) else 0.0
+                other_first = bool(select.select([pidfds[other]], [], [], wait)[0])
         finally:
             for fd in pidfds.values():
                 os.close(fd)

@@ -225,9 +225,10 @@ class SandboxPool:
         self.isolation: Isolation = isolation or best
         required = self.limits.require
         if required is not None and _ISOLATION_ORDER.index(self.isolation) < _ISOLATION_ORDER.index(required):
+            why = "asked for by isolation=" if self.isolation != best else isolation_report()["reason"]
             raise SandboxUnavailable(
                 f"sandbox isolation {required!r} is required, but this pool would run at {self.isolation!r}"
-                f" ({isolation_report()['reason']})"
+                f" ({why})"
             )
         if isolation is not None and isolation != best:
             _LOG.info("sandbox pool runs at isolation %r by request (this host allows %r)", isolation, best)

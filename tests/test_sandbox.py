@@ -77,14 +77,18 @@ def stray_processes() -> list[psutil.Process]:
     return stray
 
 
-def sandbox_processes() -> list[psutil.Process]:
-    return [p for p in psutil.process_iter(["uids"]) if p.info["uids"] and p.info["uids"].real >= UID_BASE]
+def pool_uids(pool: SandboxPool) -> set[int]:
+    """The uids of the program and test processes of a pool's current workers."""
+    return {uid for worker in pool._workers if worker is not None for uid in worker.uids}
 
 
-def live_sandbox_processes() -> list[psutil.Process]:
-    """Sandbox-uid processes that are still running (zombies await their reaper; they hold no resources)."""
+def live_sandbox_processes(uids: set[int]) -> list[psutil.Process]:
+    """Processes of these sandbox uids that are still running (zombies await their reaper; they hold no
+    resources). Only our pools' uids: other sessions on a shared machine run sandboxes of their own."""
     live = []
-    for proc in sandbox_processes():
+    for proc in psutil.process_iter(["uids"]):
+        if not proc.info["uids"] or proc.info["uids"].real not in uids:
+            continue
         try:
             if proc.status() != psutil.STATUS_ZOMBIE:
                 live.append(proc)
@@ -919,7 +923,8 @@ def battery(request, listener, evil_extension):
         results = {r.name: r for r in attacked.run(attack_jobs(listener, evil_extension))}
         seconds = time.monotonic() - started
         (after,) = attacked.run([add_job(RIGHT_ADD)])
-    return {"config": request.param, "results": results, "seconds": seconds, "after": after}
+        uids = pool_uids(attacked)
+    return {"config": request.param, "results": results, "seconds": seconds, "after": after, "uids": uids}
 
 
 @pytest.mark.parametrize("name", ALL_ATTACKS)
@@ -969,7 +974,7 @@ def test_host_is_unharmed_by_the_attacks(battery, listener):
     assert not os.path.exists(VICTIM)
     assert psutil.pid_exists(os.getpid())
     assert stray_processes() == []
-    assert live_sandbox_processes() == []
+    assert live_sandbox_processes(battery["uids"]) == []
 
 
 @needs_own_uid
@@ -998,9 +1003,10 @@ def test_walls_hold_without_the_audit_hook(listener):
         assert all(w is None or w.alive() for w in bare._workers)
         (after,) = bare.run([add_job(RIGHT_ADD)])
         assert after.status == "passed"
+        uids = pool_uids(bare)
     assert not os.path.exists(VICTIM) and not os.path.exists("/tmp/sandbox_leak")
     assert psutil.pid_exists(os.getpid()) and stray_processes() == []
-    assert live_sandbox_processes() == []
+    assert live_sandbox_processes(uids) == []
 
 
 @needs_own_uid
@@ -1013,7 +1019,7 @@ def test_uid_isolation_without_namespaces_cleans_up():
     with SandboxPool(limits, workers=1, isolation="uid") as fallback:
         results = fallback.run([stdio(leak), stdio(orphans), stdio("while True:\n    pass\n")])
         assert [r.status for r in results] == ["passed", "passed", "timeout"]  # they print the expected ""
-        assert live_sandbox_processes() == [] and stray_processes() == []
+        assert live_sandbox_processes(pool_uids(fallback)) == [] and stray_processes() == []
     assert not os.path.exists("/tmp/sandbox_uid_leak") and not os.path.exists("/tmp/sandbox_uid_leak_dir")
 
 
