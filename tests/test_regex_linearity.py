@@ -60,6 +60,8 @@ SUSPECT_RATIO = 12
 SCREEN_FLOOR_S = 0.0002
 """A pair is timed again carefully when single calls grow more than SUSPECT_RATIO times and the 8n call takes
 more than SCREEN_FLOOR_S (below that, a scheduler hiccup outweighs the work)."""
+NOISE_S = 0.001
+"""A unit still faster than this on the largest input tried has shown no growth worth the name."""
 SLOW_CALL_S = 1.0
 """A single call on the smallest input slower than this fails at once."""
 HOPELESS_S = 10.0
@@ -380,12 +382,16 @@ def _no_gc() -> Iterator[None]:
             gc.enable()
 
 
+# Times are CPU seconds of this process (all its threads): on a shared machine, time spent waiting for a core is
+# not work, and wall-clock ratios of small timings swing with the load.
+
+
 def _best_single(run: Callable[[str], Any], text: str, repeats: int = 3) -> float:
     best = math.inf
     for _ in range(repeats):
-        start = time.perf_counter()
+        start = time.process_time()
         run(text)
-        best = min(best, time.perf_counter() - start)
+        best = min(best, time.process_time() - start)
     return best
 
 
@@ -395,10 +401,10 @@ def _careful(run: Callable[[str], Any], text: str) -> float:
     loops = max(1, math.ceil(CAREFUL_MIN_S / max(single, 1e-7)))
     best = single
     for _ in range(CAREFUL_REPEATS if single < 0.1 else 1):
-        start = time.perf_counter()
+        start = time.process_time()
         for _ in range(loops):
             run(text)
-        best = min(best, (time.perf_counter() - start) / loops)
+        best = min(best, (time.process_time() - start) / loops)
     return best
 
 
@@ -417,14 +423,16 @@ def growth(unit: Unit, shape: Shape) -> tuple[float, float]:
     if second < SCREEN_FLOOR_S or second / max(first, 1e-9) <= SUSPECT_RATIO:
         return second / max(first, 1e-9), first
     smaller = _careful(unit.run, shape.build(size))
-    for _ in range(RUNGS - 1):
+    for rung in range(1, RUNGS):
         size *= GROWTH
         larger = _careful(unit.run, shape.build(size))
         ratio = larger / smaller
-        if ratio < MAX_RATIO or larger * GROWTH**2 > HOPELESS_S or size * GROWTH > unit.base * GROWTH ** (RUNGS - 1):
+        if ratio < MAX_RATIO:
             return ratio, smaller
+        if rung == RUNGS - 1 or larger * GROWTH**2 > HOPELESS_S:
+            return (ratio if larger >= NOISE_S else 0.0), smaller
         smaller = larger
-    return ratio, smaller
+    raise AssertionError("unreachable")
 
 
 def growth_failures(unit: Unit) -> list[str]:
