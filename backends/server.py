@@ -114,8 +114,9 @@ class Limits:
     max_depth: int = 32
     """Deepest nesting of JSON arrays and objects."""
     max_completion_chars: int = 1 << 20
-    memory_budget_bytes: int = 192 << 20
-    """What all requests together may hold for their bodies and parsed forms (estimated before parsing)."""
+    memory_budget_bytes: int = 160 << 20
+    """What all requests together may hold for their bodies and parsed forms (estimated before parsing). At least
+    twice `max_body_bytes`, or the largest bodies (the bytes and their text at once) can never be parsed."""
     timeout_s: float = 60.0
     """From the body parsed to the last reward: 504 past it. A worker busy this long on one chunk is replaced."""
     queue_rows: int = 65_536
@@ -132,8 +133,8 @@ class Limits:
     linger_s: float = 2.0
 
     def __post_init__(self) -> None:
-        if self.memory_budget_bytes < self.max_body_bytes:
-            raise ValueError("memory_budget_bytes must be at least max_body_bytes")
+        if self.memory_budget_bytes < 2 * self.max_body_bytes + 4096:
+            raise ValueError("memory_budget_bytes must be more than twice max_body_bytes")
         if min(self.max_items, self.max_depth, self.max_connections, self.queue_rows, self.sandbox_queue_rows) < 1:
             raise ValueError(f"limits must be positive: {self}")
 
@@ -483,11 +484,8 @@ class RewardService:
                 start += len(chunk)
         return scoring
 
-    async def score(self, items: list[Item]) -> list[float | None]:
-        """Rewards for the items, or RequestError 503 (a pool is full), 504 (past the time limit) or 500."""
-        if not items:
-            return []
-        scoring = self.submit(items)
+    async def collect(self, scoring: Scoring) -> list[float | None]:
+        """The rewards of submitted items, or RequestError 504 (past the time limit) or 500."""
         try:
             async with asyncio.timeout(self.limits.timeout_s):
                 answers = await asyncio.gather(*(asyncio.wrap_future(f) for f, _ in scoring.parts))
@@ -659,7 +657,9 @@ class _Endpoints:
             holder = [await request.read_body(self.service.limits.max_body_bytes, reservation.hold)]
             items = await loop.run_in_executor(self._parsers, _parse_request, self.service, parse, holder,
                                                reservation)
-            rewards = await self.service.score(items)
+            scoring = self.service.submit(items)
+            del items  # the chunks hold the items now, each only until its worker has it
+            rewards = await self.service.collect(scoring)
         finally:
             reservation.release()
             if reservation.peak > 16 << 20:

@@ -415,7 +415,7 @@ class WorkerPool:
                 worker = self._workers[slot]
                 if worker is None:
                     worker = self._workers[slot] = self._start_worker()
-                self._run(slot, worker, task)
+                self._run(slot, worker, task, rows)
             except Exception as exc:  # a worker that cannot start fails the chunk, not the dispatcher
                 if not task.future.done():
                     task.future.set_exception(ChunkFailed(f"no {self.kind} worker: {exc}"))
@@ -437,17 +437,18 @@ class WorkerPool:
             self._running_chunks += 1
             return task
 
-    def _run(self, slot: int, worker: _Worker, task: _Task) -> None:
+    def _run(self, slot: int, worker: _Worker, task: _Task, rows: int) -> None:
         started = time.monotonic()
         try:
             worker.conn.send(task.items)
+            task.items = []  # the worker has its copy: the server need not hold the completions any longer
             answered = worker.conn.poll(self.hang_after_s)
             status, value = worker.conn.recv() if answered else ("hung", None)
         except (EOFError, OSError) as exc:
             status, value = "died", f"{type(exc).__name__}"
         if status == "ok":
             with self._cond:
-                per_row = (time.monotonic() - started) / max(1, len(task.items))
+                per_row = (time.monotonic() - started) / max(1, rows)
                 self._seconds_per_row = 0.8 * self._seconds_per_row + 0.2 * per_row
             task.future.set_result(value)
             return

@@ -667,7 +667,7 @@ def test_fuzz_the_raw_scan_finds_the_depth_and_longest_list_json_loads_would(val
 @settings(max_examples=300, deadline=None)
 @given(st.binary(max_size=300) | (JSON | PLAIN).map(lambda v: json.dumps(v).encode()))
 def test_fuzz_bodies_parse_or_refuse_cleanly(data: bytes) -> None:
-    limits = Limits(max_depth=4, max_items=3, memory_budget_bytes=64 << 20)
+    limits = Limits(max_depth=4, max_items=3, max_body_bytes=1 << 20, memory_budget_bytes=64 << 20)
     try:
         value = parse_body([bytearray(data)], limits)
     except RequestError as exc:

@@ -81,7 +81,8 @@ def serve_rewards(
     max_items: Annotated[int, typer.Option(help="Most samples per request (413 above).")] = 65_536,
     max_completion_chars: Annotated[int, typer.Option(help="Longest completion (413 above).")] = 1 << 20,
     memory_mb: Annotated[float, typer.Option(help="Memory all requests together may hold for their bodies and "
-                                                  "parsed forms (503 above).")] = 192.0,
+                                                  "parsed forms (503 above; more than twice "
+                                                  "--max-body-mb).")] = 160.0,
     max_connections: Annotated[int, typer.Option(help="Connections served at once (more get 503).")] = 256,
     sandbox_queue: Annotated[int, typer.Option(help="Sandbox rows queued or running at once (503 above).")] = 2_048,
     token: Annotated[str | None, typer.Option(envvar=TOKEN_ENV, show_envvar=True,
