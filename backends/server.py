@@ -46,12 +46,14 @@ import regex
 
 from snsdata.backends.server_http import HttpServer, Request, RequestError, RequestHead, Response
 from snsdata.backends.server_pools import (
+    LOW_NICENESS,
     ChunkFailed,
     Item,
     Kind,
     Overloaded,
     PoolConfig,
     ScoreFn,
+    WorkerCgroups,
     WorkerPool,
     reward_kind,
     score_in_worker,
@@ -397,11 +399,13 @@ class RewardService:
     def __init__(self, specs: Mapping[str, Any], workers: int = 2, chunk_size: int = 256, compat: str = "fixed",
                  limits: Limits | None = None, score_fn: ScoreFn = score_in_worker,
                  records: Mapping[tuple[str, str], dict[str, Any]] | None = None, startup_timeout_s: float = 300.0,
-                 sandbox_workers: int = 1, sandbox_chunk_size: int = 4):
+                 sandbox_workers: int = 1, sandbox_chunk_size: int = 4, sandbox_cpu_weight: float = 0.125):
         from snsdata.rewards.sandbox import isolation_level
 
         if workers < 1 or sandbox_workers < 1:
             raise ValueError("workers and sandbox_workers must be at least 1")
+        if not 0 < sandbox_cpu_weight <= 100:
+            raise ValueError("sandbox_cpu_weight (relative to the cheap pool) must be in (0, 100]")
         self.specs = {task_id: spec if isinstance(spec, dict) else spec.model_dump(mode="json")
                       for task_id, spec in specs.items()}
         self.limits = limits or Limits()
@@ -414,16 +418,20 @@ class RewardService:
         self.isolation = isolation_level()
         context = multiprocessing.get_context("forkserver")  # forking a threaded server is unsafe
         context.set_forkserver_preload(["snsdata.backends.server", "snsdata.rewards.scorer"])
-        configs = {"cheap": PoolConfig(workers, chunk_size, self.limits.queue_rows),
+        kinds = {kind: {t: s for t, s in self.specs.items() if self.kinds[t] == kind} for kind in ("cheap", "sandbox")}
+        kinds = {kind: kind_specs for kind, kind_specs in kinds.items() if kind_specs}
+        weights = {"cheap": 1.0, "sandbox": sandbox_cpu_weight}
+        self.cgroups = WorkerCgroups.make({kind: weights[kind] for kind in kinds}) if "sandbox" in kinds else None
+        cgroup = self.cgroups.children.get if self.cgroups else lambda kind: None
+        configs = {"cheap": PoolConfig(workers, chunk_size, self.limits.queue_rows, cgroup=cgroup("cheap")),
                    "sandbox": PoolConfig(sandbox_workers, sandbox_chunk_size, self.limits.sandbox_queue_rows,
-                                         low_priority=True)}
+                                         cgroup=cgroup("sandbox"),
+                                         niceness=LOW_NICENESS if sandbox_cpu_weight < 1 else 0)}
         self.pools: dict[Kind, WorkerPool] = {}
         try:
-            for kind, config in configs.items():
-                kind_specs = {t: s for t, s in self.specs.items() if self.kinds[t] == kind}
-                if kind_specs:
-                    self.pools[kind] = WorkerPool(kind, context, kind_specs, compat, score_fn, config,
-                                                  self.limits.timeout_s, startup_timeout_s)
+            for kind, kind_specs in kinds.items():
+                self.pools[kind] = WorkerPool(kind, context, kind_specs, compat, score_fn, configs[kind],
+                                              self.limits.timeout_s, startup_timeout_s)
             for pool in self.pools.values():
                 pool.wait_ready()
         except BaseException:
@@ -433,6 +441,8 @@ class RewardService:
     def close(self) -> None:
         for pool in self.pools.values():
             pool.close()
+        if self.cgroups is not None:
+            self.cgroups.remove()
 
     @property
     def ready(self) -> bool:
@@ -732,7 +742,8 @@ def build_records(build: str | Path) -> dict[tuple[str, str], dict[str, Any]]:
 def create_server(build: str | Path | None = None, host: str = "127.0.0.1", port: int = 0, workers: int = 2,
                   chunk_size: int = 256, limits: Limits | None = None, compat: str = "fixed",
                   score_fn: ScoreFn = score_in_worker, sandbox_workers: int = 1, sandbox_chunk_size: int = 4,
-                  token: str | None = None, specs: Mapping[str, Any] | None = None) -> RewardServer:
+                  sandbox_cpu_weight: float = 0.125, token: str | None = None,
+                  specs: Mapping[str, Any] | None = None) -> RewardServer:
     """A server for a build's frozen specs and records (`specs`, or the shipped catalogue, when `build` is None)."""
     from snsdata.backends.trl import read_specs
 
@@ -748,7 +759,7 @@ def create_server(build: str | Path | None = None, host: str = "127.0.0.1", port
         log.warning("binding to %s without a token: anyone who can reach it can use the reward server", host)
     service = RewardService(specs, workers=workers, chunk_size=chunk_size, compat=compat, limits=limits,
                             score_fn=score_fn, records=records, sandbox_workers=sandbox_workers,
-                            sandbox_chunk_size=sandbox_chunk_size)
+                            sandbox_chunk_size=sandbox_chunk_size, sandbox_cpu_weight=sandbox_cpu_weight)
     try:
         return RewardServer(service, host, port, token)
     except OSError:

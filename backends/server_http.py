@@ -21,6 +21,7 @@ import contextlib
 import email.utils
 import json
 import logging
+import signal
 import socket
 import threading
 import time
@@ -384,7 +385,11 @@ class HttpServer:
         self._ready.wait()
 
     def serve_forever(self) -> None:
+        """Serve until `close()`, or (in the main thread) SIGINT or SIGTERM, which stop it cleanly."""
         asyncio.set_event_loop(self.loop)
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                self.loop.add_signal_handler(signum, self.loop.stop)
         try:
             self._server = self.loop.run_until_complete(asyncio.start_server(
                 self._on_connect, sock=self.socket, backlog=self.limits.backlog))
@@ -420,12 +425,11 @@ class HttpServer:
         with contextlib.suppress(OSError):
             writer.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         connection = _Connection(reader, writer)
-        if len(self._connections) >= self.limits.max_connections and not self._reclaim_idle():
-            await self._refuse(connection)
-            return
-        self._connections[connection] = None
+        refuse = len(self._connections) >= self.limits.max_connections and not self._reclaim_idle()
+        if not refuse:
+            self._connections[connection] = None
         try:
-            await self._serve(connection)
+            await (self._refuse(connection) if refuse else self._serve(connection))
         except (_ClientGone, ConnectionError, TimeoutError):
             pass
         except asyncio.CancelledError:  # shutting down; ending normally spares asyncio's stream callback
@@ -484,8 +488,11 @@ class HttpServer:
             except RequestError as exc:
                 await self._respond(connection, Response.error(exc), None)
                 return
+            started = time.perf_counter()
             response = await self._handle(request)
             connection.served += 1
+            log.debug("%s %s %d %.1f ms", request.head.method, request.head.path[:80], response.status,
+                      (time.perf_counter() - started) * 1000)  # the path only: a query may carry the token
             if not await self._respond(connection, response, request):
                 return
 

@@ -6,12 +6,14 @@ limit on one chunk (a degenerate completion) is killed with everything it starte
 request that chunk belonged to fails. A pool whose queue is full refuses new work with `Overloaded` (the server
 answers 503 for requests needing that kind only).
 
-The sandbox pool's processes, and so every sandbox they start, share one cpu cgroup with an eighth of the weight
-of an ordinary process group, where the server may make one (root, cgroup v1 or a delegated v2): when the CPU is
-contended, cheap rewards get about 90% of it whatever the sandboxes do (fork bombs included), and the sandboxes
-still progress; when it is idle, sandboxes use all of it. Elsewhere the pool only raises its niceness, which does
-not hold on hosts with scheduler autogroups (every sandboxed run starts a session, so an autogroup, of its own);
-`health` says which one is in force.
+Where the host lets the server make cpu cgroups (root on cgroup v1, or a cgroup v2 that delegates `cpu`), the
+workers of all pools share one cgroup beside the server's own, so that against other processes they weigh what
+any one process group does, and each pool has a child group in it: the sandbox pool's weighs an eighth of the
+cheap pool's by default. Every sandbox inherits its pool's group, so when the CPU is contended the cheap pool gets
+about 90% of the workers' share whatever the sandboxes do (fork bombs included), and when cheap rewards leave CPU
+idle the sandboxes get the whole share. Without cgroups the sandbox pool is only niced, which does not hold on
+hosts with scheduler autogroups (every sandboxed run starts a session, so an autogroup, of its own); `health`
+says which is in force.
 """
 
 from __future__ import annotations
@@ -38,11 +40,9 @@ Item = tuple[str, Any, dict[str, Any]]
 """(task_id, completion, record) of one sample."""
 ScoreFn = Callable[[list[Item]], list[float | None]]
 
-SANDBOX_NICENESS = 10
-SANDBOX_CPU_SHARES = 128
-"""cgroup v1 `cpu.shares` of the sandbox pool (an ordinary group has 1024); v2 gets the same eighth of
-`cpu.weight` (12 of 100)."""
-_CGROUP_PREFIX = "snsdata-sandbox-"
+LOW_NICENESS = 10
+"""Of a pool that weighs less than the cheap pool."""
+_CGROUP_PREFIX = "snsdata-workers-"
 
 
 def reward_kind(spec: Any) -> Kind:
@@ -87,7 +87,9 @@ class PoolConfig:
     """Rows admitted (queued or running) at once; a request that would pass it gets 503."""
     chunk_chars: int = 4 << 20
     """A chunk also ends once its completions hold this many characters (bounds what one pickle carries)."""
-    low_priority: bool = False
+    cgroup: Path | None = None
+    """The pool's cpu cgroup (see WorkerCgroups), which its workers join; None: they stay in the server's."""
+    niceness: int = 0
 
 
 # --- the worker process -----------------------------------------------------------------------------------------
@@ -101,12 +103,12 @@ def score_in_worker(items: list[Item]) -> list[float | None]:
     return _SCORERS.score(items)
 
 
-def _worker_main(conn: Any, specs: dict[str, Any], compat: str, score_fn: ScoreFn, cgroup: str | None,
-                 low_priority: bool) -> None:
+def _worker_main(conn: Any, specs: dict[str, Any], compat: str, score_fn: ScoreFn, cgroup: Path | None,
+                 niceness: int) -> None:
     """Build the scorers, say ready, then score one chunk per message until the server hangs up."""
     global _SCORERS
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the server's to handle; it stops the workers
-    priority = _lower_priority(cgroup) if low_priority else "normal"
+    priority = _take_priority(cgroup, niceness)
     try:
         from snsdata.backends.server import TaskScorers
 
@@ -128,56 +130,111 @@ def _worker_main(conn: Any, specs: dict[str, Any], compat: str, score_fn: ScoreF
             conn.send(("error", f"{type(exc).__name__}: {exc}"[:500]))
 
 
-def _lower_priority(cgroup: str | None) -> str:
-    """Join the pool's low-share cgroup (inherited by every sandbox this process starts) and raise niceness."""
+def _take_priority(cgroup: Path | None, niceness: int) -> str:
+    """Join the pool's cgroup (inherited by every sandbox this process starts) and take its niceness."""
     mode = []
-    if cgroup:
+    if cgroup is not None:
         try:
-            Path(cgroup, "cgroup.procs").write_text(str(os.getpid()))
-            mode.append("cgroup")
+            (cgroup / "cgroup.procs").write_text(str(os.getpid()))
+            mode.append(f"cgroup {cgroup.parent.name}/{cgroup.name} ({_weight(cgroup)})")
         except OSError:
             pass
-    with contextlib.suppress(OSError):
-        os.nice(SANDBOX_NICENESS)
-        mode.append(f"nice {SANDBOX_NICENESS}")
+    if niceness:
+        with contextlib.suppress(OSError):
+            os.nice(niceness)
+            mode.append(f"nice {niceness}")
     return " + ".join(mode) or "normal"
 
 
-# --- a cpu cgroup of small weight --------------------------------------------------------------------------------
+def _weight(cgroup: Path) -> str:
+    for name in ("cpu.shares", "cpu.weight"):
+        with contextlib.suppress(OSError):
+            return f"{name} {(cgroup / name).read_text().strip()}"
+    return "default weight"
+
+
+# --- cpu cgroups for the workers ----------------------------------------------------------------------------------
 
 _cgroup_ids = itertools.count()
 
 
-def low_share_cgroup() -> Path | None:
-    """A new cpu cgroup beside this process's own with `SANDBOX_CPU_SHARES`, or None where the host does not
-    let this process make one (not root, no cpu controller, an undelegated cgroup v2)."""
-    try:
-        own = Path("/proc/self/cgroup").read_text().splitlines()
-        mounts = Path("/proc/self/mountinfo").read_text().splitlines()
-    except OSError:
+class WorkerCgroups:
+    """One cpu cgroup for the workers beside the server's own, with a child per pool weighted relative to the
+    others (`weights`: 1.0 for the cheap pool, 0.125 for the sandbox pool by default)."""
+
+    def __init__(self, root: Path, children: dict[str, Path]):
+        self.root = root
+        self.children = children
+
+    @classmethod
+    def make(cls, weights: Mapping[str, float]) -> WorkerCgroups | None:
+        """None where the host does not let this process make them (not root, no cpu controller, an undelegated
+        cgroup v2)."""
+        try:
+            own = Path("/proc/self/cgroup").read_text().splitlines()
+            mounts = Path("/proc/self/mountinfo").read_text().splitlines()
+        except OSError:
+            return None
+        name = f"{_CGROUP_PREFIX}{os.getpid()}-{next(_cgroup_ids)}"
+        for line in own:
+            hierarchy, _, rest = line.partition(":")
+            controllers, _, path = rest.partition(":")
+            version = 2 if hierarchy == "0" and not controllers else 1 if "cpu" in controllers.split(",") else 0
+            base = _cgroup_dir(mounts, version, path) if version else None
+            if base is None:
+                continue
+            _remove_stale(base)
+            made = cls(base / name, {kind: base / name / kind for kind in weights})
+            try:
+                made._create(base, version, weights)
+                return made
+            except OSError:
+                made.remove()
         return None
-    name = f"{_CGROUP_PREFIX}{os.getpid()}-{next(_cgroup_ids)}"
-    for line in own:
-        hierarchy, _, rest = line.partition(":")
-        controllers, _, path = rest.partition(":")
-        version = 2 if hierarchy == "0" and not controllers else 1 if "cpu" in controllers.split(",") else 0
-        base = _cgroup_dir(mounts, version, path)
-        if base is None:
-            continue
-        made = _make_cgroup(base, name, version)
-        if made is not None:
-            return made
-    return None
+
+    def _create(self, base: Path, version: int, weights: Mapping[str, float]) -> None:
+        if version == 2:
+            if "cpu" not in (base / "cgroup.controllers").read_text().split():
+                raise OSError("no cpu controller")
+            if "cpu" not in (base / "cgroup.subtree_control").read_text().split():
+                (base / "cgroup.subtree_control").write_text("+cpu")
+        self.root.mkdir()
+        if version == 2:
+            (self.root / "cgroup.subtree_control").write_text("+cpu")
+        for kind, path in self.children.items():
+            path.mkdir()
+            if version == 2:
+                (path / "cpu.weight").write_text(str(min(10_000, max(1, round(100 * weights[kind])))))
+            else:
+                (path / "cpu.shares").write_text(str(max(2, round(1024 * weights[kind]))))
+
+    def remove(self) -> None:
+        """Kill what is left in the groups (only the workers' own processes are there), then remove them."""
+        for path in [*self.children.values(), self.root]:
+            with contextlib.suppress(OSError):
+                for pid in (path / "cgroup.procs").read_text().split():
+                    with contextlib.suppress(OSError):
+                        os.kill(int(pid), signal.SIGKILL)
+            for _ in range(50):  # killed processes leave the group a moment after the kill
+                try:
+                    path.rmdir()
+                    break
+                except FileNotFoundError:
+                    break
+                except OSError:
+                    time.sleep(0.1)
+            else:
+                log.warning("could not remove cgroup %s (still in use)", path)
 
 
 def _cgroup_dir(mounts: list[str], version: int, path: str) -> Path | None:
+    """Where this process's cgroup of one hierarchy is mounted, from /proc/self/mountinfo."""
     for mount in mounts:
         left, _, right = mount.partition(" - ")
         fields, fs = left.split(), right.split()
         if len(fields) < 5 or len(fs) < 3:
             continue
-        wanted = fs[0] == "cgroup2" if version == 2 else fs[0] == "cgroup" and "cpu" in fs[2].split(",")
-        if not version or not wanted:
+        if not (fs[0] == "cgroup2" if version == 2 else fs[0] == "cgroup" and "cpu" in fs[2].split(",")):
             continue
         root, point = fields[3], fields[4]
         relative = path[len(root):] if root != "/" and path.startswith(root) else path if root == "/" else None
@@ -186,35 +243,15 @@ def _cgroup_dir(mounts: list[str], version: int, path: str) -> Path | None:
     return None
 
 
-def _make_cgroup(base: Path, name: str, version: int) -> Path | None:
-    _remove_stale_cgroups(base)
-    target = base / name
-    try:
-        if version == 2:
-            if "cpu" not in (base / "cgroup.controllers").read_text().split():
-                return None
-            if "cpu" not in (base / "cgroup.subtree_control").read_text().split():
-                (base / "cgroup.subtree_control").write_text("+cpu")
-        target.mkdir()
-        if version == 2:
-            (target / "cpu.weight").write_text(str(max(1, SANDBOX_CPU_SHARES * 100 // 1024)))
-        else:
-            (target / "cpu.shares").write_text(str(SANDBOX_CPU_SHARES))
-        return target
-    except OSError:
-        with contextlib.suppress(OSError):
-            target.rmdir()
-        return None
-
-
-def _remove_stale_cgroups(base: Path) -> None:
+def _remove_stale(base: Path) -> None:
     """Empty cgroups left by servers that died without cleaning up (rmdir fails on any still in use)."""
     with contextlib.suppress(OSError):
         for stale in base.glob(f"{_CGROUP_PREFIX}*"):
             pid = stale.name[len(_CGROUP_PREFIX):].split("-")[0]
             if pid.isdigit() and not _alive(int(pid)):
-                with contextlib.suppress(OSError):
-                    stale.rmdir()
+                for path in [*(p for p in stale.iterdir() if p.is_dir()), stale]:
+                    with contextlib.suppress(OSError):
+                        path.rmdir()
 
 
 def _alive(pid: int) -> bool:
@@ -225,23 +262,6 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
-
-
-def _remove_cgroup(path: Path) -> None:
-    """Kill what is left in the group (only the pool's own processes are there), then remove it."""
-    with contextlib.suppress(OSError):
-        for pid in (path / "cgroup.procs").read_text().split():
-            with contextlib.suppress(OSError):
-                os.kill(int(pid), signal.SIGKILL)
-    for _ in range(50):  # killed processes leave the group a moment after the kill
-        try:
-            path.rmdir()
-            return
-        except FileNotFoundError:
-            return
-        except OSError:
-            time.sleep(0.1)
-    log.warning("could not remove cgroup %s (still in use)", path)
 
 
 def _kill_tree(pid: int) -> None:
@@ -294,7 +314,6 @@ class WorkerPool:
         self._context = context
         self._compat = compat
         self._score_fn = score_fn
-        self._cgroup = low_share_cgroup() if config.low_priority else None
         self._cond = threading.Condition()
         self._queue: deque[_Task] = deque()
         self._admitted_rows = 0
@@ -392,8 +411,9 @@ class WorkerPool:
                 worker.kill()
         for thread in self._threads:
             thread.join(10)
-        if self._cgroup is not None:
-            _remove_cgroup(self._cgroup)
+        for worker in list(self._workers):  # replaced while closing
+            if worker is not None:
+                worker.kill()
 
     # the dispatcher of one worker slot ---------------------------------------------------------------------------
 
@@ -483,8 +503,7 @@ class WorkerPool:
         parent, child = self._context.Pipe()
         process = self._context.Process(
             target=_worker_main, name=f"snsdata-{self.kind}-worker",
-            args=(child, self.specs, self._compat, self._score_fn, str(self._cgroup) if self._cgroup else None,
-                  self.config.low_priority))
+            args=(child, self.specs, self._compat, self._score_fn, self.config.cgroup, self.config.niceness))
         process.start()
         child.close()
         worker = _Worker(process, parent, "normal")
@@ -501,6 +520,9 @@ class WorkerPool:
             raise RuntimeError(str(value))
         worker.priority = value
         with self._cond:
+            if self._closed:  # closed while this one was starting: it must not outlive the pool
+                worker.kill()
+                raise RuntimeError("the pool is closed")
             self._ready += 1
             self.priority = value
         return worker

@@ -9,9 +9,10 @@ whole process tree: server, scoring workers, sandboxes):
 3. A stream of 60 MB requests for `--stream-seconds` from 3 clients: bodies of tiny items (1 M items; refused by
    the raw scan) alternating with valid 60 MB batches of long completions (parsed and scored): server memory
    growth (peak minus the level before the stream).
-4. Cheap-reward latency from 4 clients for `--bomb-seconds`, first alone, then with 2 clients posting sandbox
-   bombs on the code task (a fork bomb that spins when forking is refused, and a 200 k-character code fence
-   that takes the fence regex quadratic time): cheap p99 with bombs over cheap p99 without.
+4. Cheap-reward latency from 4 clients, in `--bomb-rounds` pairs of `--bomb-seconds` phases: alone (once the
+   sandbox pool is idle), then with 2 clients posting sandbox bombs on the code task (a fork bomb that spins
+   when forking is refused, and a 200 k-character code fence that takes the fence regex quadratic time):
+   cheap p99 with bombs over cheap p99 without, latencies pooled per side.
 
 Run from the repository root: `python bench/bench_server_load.py [--build DIR] [--json]`; without `--build` it
 builds `stage1` from the shipped samples into a temporary directory first. The issue's targets are checked at
@@ -238,8 +239,9 @@ def stream_big(host: str, port: int, seconds: float, memory: Memory, hostile: by
 
 
 def cheap_under_bombs(host: str, port: int, seconds: float, bodies: list[bytes], code: list[dict[str, Any]],
-                      bombs: bool) -> dict[str, Any]:
-    cheap, bomb = Tally(), Tally()
+                      bombs: bool, cheap: Tally, bomb: Tally) -> None:
+    """4 clients posting cheap batches back to back for `seconds` (into `cheap`), with 2 more posting bombs on
+    the code task (into `bomb`) when `bombs`; bomb requests still running at the end are left to the server."""
     stop = time.monotonic() + seconds
     record = code[0]["record"]
 
@@ -267,10 +269,34 @@ def cheap_under_bombs(host: str, port: int, seconds: float, bodies: list[bytes],
         thread.start()
     for thread in threads[:4]:
         thread.join()
-    out = {"cheap": cheap.summary()}
-    if bombs:
-        out["bombs"] = bomb.summary()  # still running: what answered within the phase
-    return out
+
+
+def sandbox_state(host: str, port: int) -> dict[str, Any]:
+    connection = http.client.HTTPConnection(host, port, timeout=60)
+    connection.request("GET", "/health")
+    state = json.loads(connection.getresponse().read())["pools"]["sandbox"]
+    connection.close()
+    return state
+
+
+def bomb_rounds(host: str, port: int, seconds: float, rounds: int, bodies: list[bytes],
+                code: list[dict[str, Any]]) -> dict[str, Any]:
+    """Alternate phases without and with bombs, each "without" phase starting once the sandbox pool is idle (the
+    last bombs ended or were killed); latencies pooled per side, so that the load of a shared machine, which
+    drifts, weighs on both sides alike."""
+    alone, bombed, bomb = Tally(), Tally(), Tally()
+    busy_during_bombs = []
+    for _ in range(rounds):
+        deadline = time.monotonic() + 120
+        while (state := sandbox_state(host, port))["running_rows"] + state["queued_rows"] and \
+                time.monotonic() < deadline:
+            time.sleep(0.5)
+        cheap_under_bombs(host, port, seconds, bodies, code, False, alone, bomb)
+        cheap_under_bombs(host, port, seconds, bodies, code, True, bombed, bomb)
+        busy_during_bombs.append(sandbox_state(host, port)["running_rows"])
+    return {"rounds": rounds, "seconds_per_phase": seconds, "alone": alone.summary(), "bombs": bombed.summary(),
+            "bomb_requests": bomb.summary(), "sandbox_rows_running_at_phase_end": busy_during_bombs,
+            "sandbox_workers_replaced": sandbox_state(host, port)["restarted_workers"]}
 
 
 def start_server(build: Path, extra: list[str]) -> tuple[subprocess.Popen, str, int]:
@@ -290,7 +316,9 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=16, help="Cheap rows per request.")
     parser.add_argument("--requests", type=int, default=3, help="Requests per client in the concurrency phases.")
     parser.add_argument("--stream-seconds", type=float, default=30.0)
-    parser.add_argument("--bomb-seconds", type=float, default=20.0)
+    parser.add_argument("--bomb-seconds", type=float, default=15.0, help="Length of each phase with or without bombs.")
+    parser.add_argument("--bomb-rounds", type=int, default=2, help="Pairs of phases without and with bombs.")
+    parser.add_argument("--timeout", type=float, default=30.0, help="The server's --timeout (a hung bomb's life).")
     parser.add_argument("--workers", type=int, default=2, help="Cheap-reward processes of the server.")
     parser.add_argument("--sandbox-workers", type=int, default=2, help="Sandbox processes of the server.")
     parser.add_argument("--json", action="store_true", help="Print the result as JSON only.")
@@ -311,7 +339,7 @@ def main() -> None:
         result["in_process"] = in_process(build, bodies)
         result["in_process_64_rows"] = in_process(build, bomb_bodies[:16])
         child, host, port = start_server(build, ["--workers", str(args.workers), "--sandbox-workers",
-                                                 str(args.sandbox_workers)])
+                                                 str(args.sandbox_workers), "--timeout", str(args.timeout)])
         memory = Memory(child.pid)
         try:
             warm = http.client.HTTPConnection(host, port, timeout=300)
@@ -322,8 +350,7 @@ def main() -> None:
             hostile, valid = big_bodies(cheap)
             result["stream_60mb"] = stream_big(host, port, args.stream_seconds, memory, hostile, valid)
             del hostile, valid
-            result["cheap_alone"] = cheap_under_bombs(host, port, args.bomb_seconds, bomb_bodies, code, False)
-            result["cheap_with_bombs"] = cheap_under_bombs(host, port, args.bomb_seconds, bomb_bodies, code, True)
+            result["bombs"] = bomb_rounds(host, port, args.bomb_seconds, args.bomb_rounds, bomb_bodies, code)
         finally:
             memory.stop()
             child.send_signal(signal.SIGINT)  # the CLI stops its pools (and their sandboxes) on Ctrl-C
@@ -332,8 +359,8 @@ def main() -> None:
             except subprocess.TimeoutExpired:
                 child.kill()
 
-    alone = result["cheap_alone"]["cheap"]["p99_ms"]
-    bombed = result["cheap_with_bombs"]["cheap"]["p99_ms"]
+    alone = result["bombs"]["alone"]["p99_ms"]
+    bombed = result["bombs"]["bombs"]["p99_ms"]
     result["targets"] = {
         "resets_200_clients": result["clients_200"]["resets"],
         "stream_growth_mb": result["stream_60mb"]["growth_mb"],
@@ -369,15 +396,19 @@ def report(result: dict[str, Any]) -> None:
          stream["server_rss_peak_mb"])
     line("60 MB stream: valid long batches", stream["valid"])
     line("in-process, 64-row batches", result["in_process_64_rows"])
-    line("server, 4 clients, 64 rows, alone", result["cheap_alone"]["cheap"])
-    line("server, 4 clients, 64 rows, bombs", result["cheap_with_bombs"]["cheap"])
-    line("  (the bombs' own answers)", result["cheap_with_bombs"]["bombs"])
+    bombs = result["bombs"]
+    line("server, 4 clients, 64 rows, alone", bombs["alone"])
+    line("server, 4 clients, 64 rows, bombs", bombs["bombs"])
+    line("  (the bomb requests themselves)", bombs["bomb_requests"])
     other = {k: v for k, v in (("50", result["clients_50"]), ("200", result["clients_200"])) if v["other_failures"]}
     if other:
         print("other client failures:", {k: v["other_failures"] for k, v in other.items()})
     print(f"60 MB stream: server memory {stream['server_rss_before_mb']} MB before, peak "
           f"{stream['server_rss_peak_mb']} MB (growth {stream['growth_mb']} MB), {stream['server_rss_after_mb']} MB "
           f"after; statuses tiny {stream['hostile']['by_status']}, valid {stream['valid']['by_status']}")
+    print(f"bombs: {bombs['rounds']} rounds of {bombs['seconds_per_phase']:g} s without and with; sandbox rows "
+          f"running at the end of each bomb phase {bombs['sandbox_rows_running_at_phase_end']}, sandbox workers "
+          f"replaced {bombs['sandbox_workers_replaced']}")
     print("targets:", ", ".join(f"{name} {'met' if met else 'NOT MET'}" for name, met in
                                 result["targets_met"].items()), result["targets"])
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from enum import StrEnum
@@ -85,6 +86,9 @@ def serve_rewards(
                                                   "--max-body-mb).")] = 160.0,
     max_connections: Annotated[int, typer.Option(help="Connections served at once (more get 503).")] = 256,
     sandbox_queue: Annotated[int, typer.Option(help="Sandbox rows queued or running at once (503 above).")] = 2_048,
+    sandbox_cpu_weight: Annotated[float, typer.Option(help="CPU weight of the sandbox pool relative to the cheap "
+                                                           "pool's, where the host allows cpu cgroups: low keeps "
+                                                           "sandboxed code from slowing cheap rewards.")] = 0.125,
     token: Annotated[str | None, typer.Option(envvar=TOKEN_ENV, show_envvar=True,
                                               help="Shared secret every request but GET /health must carry "
                                                    "(`Authorization: Bearer TOKEN` or `?token=TOKEN`); prefer "
@@ -101,7 +105,8 @@ def serve_rewards(
                         max_completion_chars=max_completion_chars, memory_budget_bytes=int(memory_mb * 2**20),
                         max_connections=max_connections, sandbox_queue_rows=sandbox_queue)
         server = create_server(build, host, port, workers=workers, chunk_size=chunk_size, limits=limits,
-                               sandbox_workers=sandbox_workers, token=token or None)
+                               sandbox_workers=sandbox_workers, sandbox_cpu_weight=sandbox_cpu_weight,
+                               token=token or None)
     except (BuildError, OSError, ValueError, RuntimeError) as exc:
         err_console.print(f"[red]error[/red] {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
@@ -109,7 +114,6 @@ def serve_rewards(
     console.print(f"serving {len(server.service.specs)} tasks of {build} at {server.url} (workers: {pools}; "
                   f"{'token required' if token else 'no token'}); POST /score, POST /get_reward, GET /health",
                   highlight=False, soft_wrap=True)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        console.print("stopped")
+    with contextlib.suppress(KeyboardInterrupt):
+        server.serve_forever()  # returns on SIGINT or SIGTERM, after stopping the workers and their sandboxes
+    console.print("stopped")
