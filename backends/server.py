@@ -12,13 +12,13 @@ What keeps it standing (docs/backends.md has the numbers):
 - Connections: `server_http` accepts everything at once, serves a bounded number, answers the rest 503 with
   `Retry-After`, and closes slow or idle ones (deadlines on the head, the body and keep-alive idleness).
 - Memory: a body is refused from its Content-Length before it is read (chunked bodies are counted as they come),
-  and before it is parsed a scan of the raw text finds its item counts, nesting depth and how much memory the
+  and before it is parsed a scan of its raw bytes finds its list lengths, nesting depth and how much memory the
   parsed form will take. Every request holds a reservation on one memory budget for what it buffers and parses;
   a request that does not fit now gets 503, one that could never fit gets 413.
-- Work: tasks whose reward runs code go to a sandbox pool with its own workers, queue limit and a minimal CPU
-  weight, so fork bombs, slow programs and pathological code fences cannot starve exact, metric and pattern
-  rewards; a pool whose queue is full answers 503 for requests that need it only. A worker stuck on one chunk is
-  killed and replaced alone.
+- Work: tasks whose reward runs code go to a sandbox pool with its own workers, queue limit and an eighth of the
+  cheap pool's CPU weight, so fork bombs, slow programs and pathological code fences cannot starve exact, metric
+  and pattern rewards; a pool whose queue is full answers 503 for requests that need it only. A worker stuck on
+  one chunk is killed and replaced alone.
 - Access: an optional shared token (`Authorization: Bearer TOKEN`, or `?token=TOKEN` for clients such as
   OpenRLHF that cannot set headers), compared in constant time on every endpoint but `/health`.
 """
@@ -193,8 +193,8 @@ def _mb(size: int) -> float:
 # --- the body: limits checked on the raw text, then JSON -----------------------------------------------------------
 
 BYTES_PER_VALUE = 72
-"""Python memory per parsed JSON value beyond its characters (object slots, list pointers, small objects):
-measured as 47-69 bytes on bodies of tiny items and of many short strings."""
+"""An upper estimate of Python's memory per parsed JSON value beyond its characters: the list slot or dict entry
+holding it and the small object itself (an empty string, a short key, a number)."""
 _SLICE = 1 << 18
 """Bytes scanned at once: numpy temporaries stay a few MB whatever the body."""
 _QUOTE, _SLASH, _OPEN, _CLOSE, _COMMA, _COLON = 1, 2, 3, 4, 5, 6
@@ -326,14 +326,36 @@ _SPECIAL_TOKEN = (r"<\|[^<>|\s]{1,64}\|>|<｜[^<>｜]{1,64}｜>|</?s>|<pad>|<unk
 _SPECIAL = regex.compile(_SPECIAL_TOKEN)
 _END = regex.compile(r"<\|(?:im_end|endoftext|eot_id|end_of_text|end)\|>|<｜end▁of▁sentence｜>|</s>|<eos>"
                      r"|<end_of_turn>|<pad>")
-_SPACE = regex.compile(r"\s+")
 _LEADING = regex.compile(rf"(?:{_SPECIAL_TOKEN})*+")
+_LEADING_NOISE = regex.compile(rf"(?:\s++|{_SPECIAL_TOKEN})*+")
 
 
-@functools.lru_cache(maxsize=512)
-def _visible_prefix(count: int) -> regex.Pattern:
-    """Matches `count` characters that are neither whitespace nor in a special token, and what lies between."""
-    return regex.compile(rf"(?:(?:\s++|{_SPECIAL_TOKEN})*+(?!{_SPECIAL_TOKEN})\S){{{count}}}")
+_IS_SPACE = np.array([chr(c).isspace() for c in range(0x3001)])
+"""What `str.isspace` (and so `str.split`) calls whitespace; none lies above U+3000."""
+
+
+def _visible(text: str) -> str:
+    """The text without special tokens and whitespace: what a prompt and its query must agree on."""
+    return "".join(_SPECIAL.sub("", text).split())
+
+
+def _visible_end(text: str, count: int) -> int:
+    """The index just past the `count`-th character of `text` that is neither whitespace nor in a special token:
+    counted run by run between special tokens, then found in its run with numpy."""
+    start = 0
+    for token in [*_SPECIAL.finditer(text), None]:
+        end = token.start() if token else len(text)
+        run = text[start:end]
+        visible = sum(map(len, run.split()))
+        if count <= visible:
+            if not count:
+                return start
+            codes = np.frombuffer(run.encode("utf-32-le"), np.uint32)
+            space = _IS_SPACE[np.minimum(codes, 0x3000)] & (codes <= 0x3000)
+            return start + int(np.flatnonzero(~space)[count - 1]) + 1
+        count -= visible
+        start = token.end() if token else end
+    return len(text)
 
 
 def response_text(query: str, prompt: str) -> str | None:
@@ -343,14 +365,16 @@ def response_text(query: str, prompt: str) -> str | None:
     The prompt is looked for as a prefix of the query with special tokens removed and whitespace ignored in both
     (tokenizers decode the same prompt with other spacing around special tokens, and OpenRLHF left-pads); None
     when it is not one, so that the caller never scores the prompt as if it were the response."""
+    query_from, prompt_from = _LEADING_NOISE.match(query).end(), _LEADING_NOISE.match(prompt).end()
     if query.startswith(prompt):
         rest = query[len(prompt):]
+    elif query.startswith(prompt[prompt_from:], query_from):  # left padding, another start-of-text token
+        rest = query[query_from + len(prompt) - prompt_from:]
     else:
-        visible_prompt = _SPACE.sub("", _SPECIAL.sub("", prompt))
-        if not _SPACE.sub("", _SPECIAL.sub("", query)).startswith(visible_prompt):
+        visible_prompt = _visible(prompt)
+        if not _visible(query).startswith(visible_prompt):
             return None
-        end = _visible_prefix(len(visible_prompt)).match(query).end() if visible_prompt else 0
-        rest = query[end:]
+        rest = query[_visible_end(query, len(visible_prompt)):]
         rest = rest[_LEADING.match(rest).end():]
         plain_prompt = _SPECIAL.sub("", prompt)
         tail = plain_prompt[len(plain_prompt.rstrip()):]  # the newline after "assistant" is not the response
@@ -363,8 +387,7 @@ def response_text(query: str, prompt: str) -> str | None:
 
 def _prefix_mismatch(query: str, prompt: str) -> str:
     """Where a prompt stops being a prefix of its query, for the 400 that names the sample."""
-    visible_prompt = _SPACE.sub("", _SPECIAL.sub("", prompt))
-    visible_query = _SPACE.sub("", _SPECIAL.sub("", query))
+    visible_prompt, visible_query = _visible(prompt), _visible(query)
     at = next((i for i, (a, b) in enumerate(zip(visible_prompt, visible_query, strict=False)) if a != b),
               min(len(visible_prompt), len(visible_query)))
     return (f"they part at visible character {at} of the prompt: prompt {visible_prompt[at:at + 24]!r}, query "
@@ -664,7 +687,10 @@ class _Endpoints:
         reservation = self.service.budget.reservation()
         loop = asyncio.get_running_loop()
         try:
-            holder = [await request.read_body(self.service.limits.max_body_bytes, reservation.hold)]
+            # held from the Content-Length, before a byte is read: the bytes and then their text (twice the bytes
+            # for ASCII, less for CJK; the scan corrects it): a request that cannot fit is told before it sends
+            holder = [await request.read_body(self.service.limits.max_body_bytes,
+                                              lambda size: reservation.hold(2 * size))]
             items = await loop.run_in_executor(self._parsers, _parse_request, self.service, parse, holder,
                                                reservation)
             scoring = self.service.submit(items)

@@ -315,14 +315,16 @@ def test_oversized_and_chunked_bodies(server, client: httpx.Client) -> None:
 def test_the_memory_budget_answers_503_then_413_for_a_request_that_can_never_fit(server) -> None:
     holders = []
     try:
-        for _ in range(4):  # four bodies on their way hold 4 x 250 kB of the 1 MiB budget
+        for _ in range(2):  # two bodies on their way hold twice 250 kB each (bytes, then text) of the 1 MiB budget
             sock = socket.create_connection(server.address, timeout=10)
             sock.sendall(b"POST /score HTTP/1.1\r\nHost: x\r\nContent-Length: 250000\r\n\r\n{")
             holders.append(sock)
         deadline = time.monotonic() + 10
         while httpx.get(f"{server.url}/health").json()["memory"]["held_mb"] < 0.9 and time.monotonic() < deadline:
             time.sleep(0.02)
-        answer = _raw(server.address, _post("/score", json.dumps({"items": batch(1) * 800}).encode()))
+        with socket.create_connection(server.address, timeout=10) as sock:  # told before it sends its body
+            sock.sendall(b"POST /score HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n")
+            answer = sock.recv(65536)
         assert _status(answer) == 503 and b"Retry-After: 1" in answer and "budget" in _json(answer)["error"]
     finally:
         for sock in holders:
