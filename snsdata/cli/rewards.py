@@ -15,6 +15,7 @@ from snsdata.rewards.api import evaluate
 from snsdata.rewards.files import EvalInputError, align, load_predictions, load_records
 from snsdata.rewards.scorer import Compat
 from snsdata.spec import SpecError, TaskSpec, load_catalogue
+from snsdata.spec.searchpath import add_spec_folders
 
 console = Console()
 err_console = Console(stderr=True)
@@ -26,8 +27,10 @@ def _fail(message: str) -> typer.Exit:
 
 
 def _specs(paths: list[Path] | None) -> dict[str, TaskSpec]:
+    """The search path's specs; `eval --specs` adds folders to it, like the global `snsdata --specs`."""
+    add_spec_folders(paths or [])
     try:
-        return load_catalogue(paths or None)
+        return load_catalogue()
     except SpecError as exc:
         raise _fail(str(exc)) from None
 
@@ -39,7 +42,7 @@ def _records(spec: TaskSpec, data: Path | None, data_root: Path | None, split: s
         from snsdata.readers import DataNotFound, SourceError, read_task
 
         try:
-            records = read_task(spec, data_root).frame.collect().to_dicts()
+            records = read_task(spec, data_root, purpose="eval").frame.collect().to_dicts()  # known-bad kept
         except (DataNotFound, SourceError) as exc:
             raise _fail(str(exc)) from None
     if split is not None:
@@ -61,7 +64,8 @@ def eval_command(
     compat: Annotated[str, typer.Option("--compat", help="official (benchmark tasks only) or fixed.")] = "fixed",
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object of metric -> value.")] = False,
     specs: Annotated[
-        list[Path] | None, typer.Option("--specs", help="Spec files or folders instead of the shipped catalogue.")
+        list[Path] | None, typer.Option("--specs", help="Spec folders (or files) added to the search path, as the "
+                                                        "global `snsdata --specs` does.")
     ] = None,
 ) -> None:
     """Score a prediction file: one line per record in order, or keyed by `record_id`."""

@@ -9,13 +9,16 @@ from typing import Annotated
 import polars as pl
 import typer
 from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from snsdata.cli.app import app
-from snsdata.readers import DataNotFound, SourceError, data_found, default_data_root, read_task
+from snsdata.readers import DataNotFound, SourceError, data_found, default_data_root, read_task, read_work
 from snsdata.render import RenderError, render_messages, render_target
-from snsdata.spec import CAPABILITIES, SpecError, TaskSpec, load_catalogue
-from snsdata.spec.models import TaskSpec as TaskSpecModel
+from snsdata.spec import CAPABILITIES, SpecError, TaskSpec, load_catalogue, resolve_specs
+from snsdata.spec.loader import spec_json_schema
+from snsdata.spec.searchpath import SHIPPED, Resolved
 
 console = Console()
 err_console = Console(stderr=True)
@@ -28,13 +31,25 @@ DataRoot = Annotated[
 ]
 
 
+def _fail_on_specs(exc: SpecError) -> typer.Exit:
+    for issue in exc.issues:
+        err_console.print(f"[red]error[/red] {issue}", highlight=False, soft_wrap=True)
+    return typer.Exit(1)
+
+
 def _catalogue(paths: list[Path] | None = None) -> dict[str, TaskSpec]:
+    """The given spec files/folders, or the search path (shipped catalogue + user folders)."""
     try:
         return load_catalogue(paths or None)
     except SpecError as exc:
-        for issue in exc.issues:
-            err_console.print(f"[red]error[/red] {issue}", highlight=False, soft_wrap=True)
-        raise typer.Exit(1) from None
+        raise _fail_on_specs(exc) from None
+
+
+def _resolved() -> Resolved:
+    try:
+        return resolve_specs()
+    except SpecError as exc:
+        raise _fail_on_specs(exc) from None
 
 
 def _spec(task_id: str) -> TaskSpec:
@@ -53,26 +68,41 @@ def _read(spec: TaskSpec, data_root: Path | None) -> pl.DataFrame:
         raise typer.Exit(1) from None
 
 
+_STYLES = {"error": "red", "warning": "yellow", "known": "cyan", "info": "dim"}
+
+
 @app.command()
 def validate(
     paths: Annotated[list[Path] | None, typer.Argument(help="Spec files or folders (default: the catalogue).")] = None,
     data_root: DataRoot = None,
 ) -> None:
-    """Validate task specs; with --data-root also read every task's data and self-check its gold answers."""
+    """Validate task specs; with --data-root also read every task's data and self-check its gold answers.
+
+    Records a spec declares as known-bad (`source.known_bad`) are listed as known, not as errors. Large files
+    are streamed; a progress bar shows on a terminal.
+    """
     specs = _catalogue(paths)
-    problems = 0
+    problems = known = 0
     if data_root is not None:
         from snsdata.build.checks import check_task_data
 
-        for spec in specs.values():
-            for line in check_task_data(spec, data_root):
-                problems += line.is_error
-                style = "red" if line.is_error else "yellow"
-                console.print(f"[{style}]{line.level}[/{style}] {spec.id}: {line.message}", highlight=False)
+        columns = [TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TimeElapsedColumn()]
+        with Progress(*columns, console=err_console, transient=True, disable=not err_console.is_terminal) as bar:
+            for spec in specs.values():
+                task = bar.add_task(f"validate {spec.id}", total=read_work(spec, data_root) or None)
+                lines = check_task_data(spec, data_root, progress=lambda n, task=task: bar.advance(task, n))
+                bar.remove_task(task)
+                for line in lines:
+                    problems += line.is_error
+                    known += line.level == "known"
+                    style = _STYLES[line.level]
+                    console.print(f"[{style}]{line.level}[/{style}] {spec.id}: {escape(line.message)}",
+                                  highlight=False, soft_wrap=True)
     if problems:
         console.print(f"{len(specs)} specs valid; {problems} data problem(s)")
         raise typer.Exit(1)
-    console.print(f"[green]ok[/green] {len(specs)} task specs valid")
+    known_note = f"; {known} declared known-bad record(s) set aside" if known else ""
+    console.print(f"[green]ok[/green] {len(specs)} task specs valid{known_note}")
 
 
 @tasks_app.command("list")
@@ -80,12 +110,14 @@ def tasks_list(
     data_root: DataRoot = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per task.")] = False,
 ) -> None:
-    """Every task grouped by capability: languages, output format, reward type, data availability."""
-    specs = _catalogue()
+    """Every task grouped by capability: languages, output format, reward type, data availability, origin."""
+    resolved = _resolved()
+    specs = resolved.specs
     root = data_root or default_data_root()
     rows = [
         {
             "id": spec.id,
+            "origin": resolved.origin(spec.id),
             "capability": spec.capability,
             "languages": spec.languages,
             "output": spec.output.format,
@@ -108,11 +140,15 @@ def tasks_list(
             table.add_column(column)
         for row in group:
             found = "[green]found[/green]" if row["data_found"] else "[dim]not found[/dim]"
-            table.add_row(row["id"], ",".join(row["languages"]), row["output"], row["reward"],
-                          row["availability"], found)
+            name = f"{row['id']} *" if row["origin"] != SHIPPED else row["id"]
+            table.add_row(name, ",".join(row["languages"]), row["output"], row["reward"], row["availability"], found)
         console.print(table)
     found = sum(row["data_found"] for row in rows)
-    console.print(f"{len(rows)} tasks; data found for {found} under {root}")
+    own = [row for row in rows if row["origin"] != SHIPPED]
+    for row in own:
+        console.print(f"* {row['id']}: {row['origin']}", highlight=False, soft_wrap=True)
+    mine = f" ({len(own)} from your spec folders, marked *)" if own else ""
+    console.print(f"{len(rows)} tasks{mine}; data found for {found} under {root}", highlight=False, soft_wrap=True)
 
 
 @tasks_app.command("show")
@@ -158,18 +194,6 @@ def render(
             console.print(message["content"], markup=False, highlight=False)
         console.print("[bold]target[/bold]", highlight=False)
         console.print(item["target"], markup=False, highlight=False)
-
-
-def spec_json_schema() -> dict:
-    """The JSON Schema of a task spec file (`extends:` added: the loader resolves it before validation)."""
-    schema = TaskSpecModel.model_json_schema()
-    schema["properties"]["extends"] = {"type": "string", "description": "Base spec file this one overrides."}
-    for role in ("system", "user"):
-        prompt = schema["$defs"]["Prompt"]["properties"]
-        prompt.setdefault(f"{role}_file", {"type": "string"})
-    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
-    schema["title"] = "snsdata task spec"
-    return schema
 
 
 @app.command()

@@ -20,6 +20,8 @@ from snsdata.build import PAIR_COLUMNS, Prepared, prepare
 from snsdata.build.formats import MESSAGES, record_json
 from snsdata.loop.logs import fill_task_ids, prompt_hash, read_log
 from snsdata.spec import TaskSpec
+from snsdata.spec.errors import InvalidInput
+from snsdata.spec.jsonl import read_jsonl
 
 SKIP_SCHEMA = {"task_id": pl.String, "record_id": pl.String, "reason": pl.String}
 """Predictions or annotations that made no pair, and why (the build may count them in its manifest)."""
@@ -139,13 +141,10 @@ def read_annotations(path: str | Path) -> pl.DataFrame:
     """An annotation file: JSONL rows with `record_id` or `prompt` (text or messages), `chosen`, `rejected`, and
     optionally `task_id` (needed with a bare prompt that the build does not hold)."""
     rows = []
-    for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        row = json.loads(line)
+    for number, row in read_jsonl(path):
         missing = [key for key in ("chosen", "rejected") if not isinstance(row.get(key), str)]
         if missing or (row.get("record_id") is None and row.get("prompt") is None):
-            raise ValueError(f"{path}:{number}: an annotation needs `record_id` or `prompt`, and `chosen` and "
+            raise InvalidInput(f"{path}:{number}: an annotation needs `record_id` or `prompt`, and `chosen` and "
                              f"`rejected` as text (missing or not text: {missing or ['record_id/prompt']})")
         prompt = row.get("prompt")
         rows.append({"task_id": row.get("task_id"), "record_id": row.get("record_id"),
@@ -204,13 +203,16 @@ def extra_pairs(
     threshold: float = 0.5,
     max_pairs_per_task: int | None = None,
     seed: int = 0,
+    catalogue: Mapping[str, TaskSpec] | None = None,
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """The pairs `snsdata build --mixture dpo --predictions F [--annotations F]` adds (`build(extra_pairs=...)`).
 
     Prepares the mixture exactly as the build does (same data root, split seed, per-task read limit), so record
-    ids, prompts and splits agree with the build's own rows. Returns (pairs, skipped with reasons).
+    ids, prompts and splits agree with the build's own rows; `catalogue` replaces the search path's specs (e.g. a
+    build's frozen ones). Returns (pairs, skipped with reasons).
     """
-    prepared = prepare(mixture, data_root=data_root, max_per_task=max_per_task_records)
+    prepared = prepare(mixture, data_root=data_root, max_per_task=max_per_task_records,
+                       catalogue=dict(catalogue) if catalogue is not None else None)
     rendered = rendered_records(prepared)
     pairs, skipped = [pl.DataFrame(schema=PAIR_COLUMNS)], [pl.DataFrame(schema=SKIP_SCHEMA)]
     if predictions is not None:
