@@ -14,7 +14,7 @@ from snsdata.rewards import evaluate, gold_check, score
 from snsdata.rewards.scorer import Scorer, overlong_penalty
 from snsdata.rewards.selfcheck import GoldFailure
 from snsdata.spec import TaskSpec, load_catalogue
-from snsdata.spec.reward import OverlongPenalty, SandboxReward
+from snsdata.spec.reward import MetricReward, OverlongPenalty, SandboxReward
 
 FIXTURES = Path(__file__).parent / "fixtures" / "reward_specs"
 
@@ -72,7 +72,8 @@ def test_label_candidates_aliases_and_normalisers() -> None:
     record = {**base, "candidates": "Education, Travel"}  # gold not among them: reward does not apply
     assert s(["Food"], [record]) == [None]
     record = {**base, "candidates": "Food, Travel"}
-    assert s(["Travel", "Food and Travel", "Sports"], [record] * 3) == [0.0, 1.0, 0.0]
+    # Naming two labels is wrong whatever comes first (it used to read "Food and Travel" as "Food").
+    assert s(["Travel", "Food and Travel", "Sports", "Food, it shows a dish"], [record] * 4) == [0.0, 0.0, 0.0, 1.0]
 
 
 def test_choose_from_candidates_rejects_answers_outside_them() -> None:
@@ -97,11 +98,15 @@ def test_ordered_and_unordered_lists() -> None:
     assert tags(["cafe; TEA", '["Tea"]', "[]"], [record] * 3) == [1.0, pytest.approx(2 / 3), 0.0]
 
 
-def test_empty_match_discount_applies_in_training_not_in_the_gold_check() -> None:
+def test_an_empty_answer_to_an_empty_gold_is_right() -> None:
+    # It used to earn a discounted `empty_match` (0.5 here), so a perfect model looked weak; imbalance is now
+    # fixed by balancing the data, and the parameter is refused with that explanation.
     spec = specs()["fx_labels"]
     record = {"text": "nothing", "answer": []}
-    assert Scorer(spec)(["[]", "", "none"], [record] * 3) == [0.5, 0.0, 0.0]
+    assert Scorer(spec)(["[]", "", "none"], [record] * 3) == [1.0, 0.0, 0.0]
     assert gold_check(spec, [record]) == []
+    with pytest.raises(ValueError, match="balance"):
+        MetricReward(metric="set_f1", params={"empty_match": 0.5})
 
 
 def test_typed_spans_and_json_fields() -> None:
