@@ -273,6 +273,21 @@ class OutputParser:
             return {self.key(c) for c in parse_candidates(record[field], self.output.separator)}
         return self._labels
 
+    def spellings(self, record: Mapping[str, Any], gold_text: str | None) -> dict[str, str]:
+        """Key -> the record's own spelling of it: its labels (candidates, else the spec's), then, over them,
+        the items of its gold answer as written there."""
+        field = self.output.candidates_field
+        if field and record.get(field) is not None:
+            labels = parse_candidates(record[field], self.output.separator)
+        else:
+            labels = list(self.output.labels or [])
+        out = {self.key(label): label for label in labels}
+        if gold_text is not None and self.format in ("labels", "spans"):
+            prepared, found = self.prepare(gold_text)
+            items, _ = parse_list(prepared, self.output.separator) if found else ([], False)
+            out |= {self.key(str(item)): str(item).strip() for item in items if not isinstance(item, dict)}
+        return out
+
     def prepare(self, text: str) -> tuple[str, bool]:
         """The answer text before format parsing; False when a declared extraction finds nothing."""
         if self._think:

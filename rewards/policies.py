@@ -157,7 +157,9 @@ def skeletons(spec: TaskSpec) -> dict[str, str]:
 
 def _extracts(spec: TaskSpec) -> bool:
     """Whether the reward reads the answer out of a tag or pattern (text around it is then reasoning)."""
-    return any(getattr(leaf, "extract", None) is not None for leaf in leaves(spec.reward))
+    return any(getattr(leaf, "extract", None) is not None
+               or (isinstance(leaf, MetricReward) and leaf.metric == "option_f1" and metric_params(leaf).tag)
+               for leaf in leaves(spec.reward))
 
 
 def is_pattern_only(spec: TaskSpec) -> bool:

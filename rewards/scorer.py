@@ -544,6 +544,28 @@ class Scorer:
         preds, golds, _ = node.parse_batch(batch)
         return preds, golds
 
+    def answer_texts(self, completions: Sequence[Any], records: Sequence[Mapping[str, Any]]) -> list[str]:
+        """Each completion's label or list answer as the task's reward reads it, written in the record's own
+        spelling: the one label it names ("" when it names none or several), else its items as a JSON list (or
+        joined by " | " when order matters), items equal to a gold item in the gold's spelling. Fixed-mode
+        benchmark evaluation compares these, so that it reads answers exactly as the RL reward does."""
+        node = _first_parsing_node(self.root) or _DefaultParsing(self.spec)
+        parser = node.parser
+        batch = Batch(self.spec, [safe_text(c) for c in completions], list(records))
+        preds, _, _ = node.parse_batch(batch)
+        gold_texts = batch.gold_texts()
+        spellings = batch.per_record("spellings", lambda row: parser.spellings(batch.records[row], gold_texts[row]))
+        ordered = isinstance(node, ExactMatchNode) and node.reward.ordered
+        out = []
+        for pred, names in zip(preds, spellings, strict=True):
+            if parser.format == "label":
+                out.append(names.get(pred.value, pred.value) if pred.ok and isinstance(pred.value, str) else "")
+                continue
+            items = [names.get(v[0] if isinstance(v, tuple) else v, v[0] if isinstance(v, tuple) else v)
+                     for v in (pred.value if isinstance(pred.value, list) else [])]
+            out.append(" | ".join(items) if ordered else json.dumps(items, ensure_ascii=False))
+        return out
+
     @property
     def stats(self) -> ScoreStats:
         """A snapshot of the running counts."""

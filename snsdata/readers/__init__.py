@@ -13,7 +13,8 @@ from snsdata.frames import KEY_COLUMNS, REJECT_SCHEMA
 from snsdata.readers.formats import PARSERS, Malformed, SourceError
 from snsdata.spec.models import GeneratedSource, LabelMap, TableSource, TaskSpec
 
-__all__ = ["DataNotFound", "ReadResult", "SourceError", "data_found", "default_data_root", "read_task", "records"]
+__all__ = ["DataNotFound", "ReadResult", "SourceError", "data_found", "default_data_root", "read_task", "records",
+           "select_where"]
 
 
 class DataNotFound(FileNotFoundError):
@@ -133,11 +134,9 @@ def read_task(spec: TaskSpec, data_root: str | Path | None = None) -> ReadResult
         if not frame.is_empty():
             frame, unmapped = _apply_label_maps(frame, spec, root)
             split_rejects.append(_reject_rows(spec.id, "label_map", unmapped))
-        excluded = 0
-        if source.where and not frame.is_empty():
-            before = frame.height
-            frame = frame.filter(pl.sql_expr(source.where))
-            excluded = before - frame.height
+        before = frame.height
+        frame = select_where(spec, frame)
+        excluded = before - frame.height
         split_reject = pl.concat(split_rejects) if split_rejects else pl.DataFrame(schema=REJECT_SCHEMA)
         counts[split] = {"read": read, "rejected": split_reject.height, "excluded": excluded, "kept": frame.height}
         rejects.append(split_reject)
@@ -148,6 +147,15 @@ def read_task(spec: TaskSpec, data_root: str | Path | None = None) -> ReadResult
     combined = _with_keys(spec.id, combined, fields)
     all_rejects = pl.concat(rejects) if rejects else pl.DataFrame(schema=REJECT_SCHEMA)
     return ReadResult(combined.lazy(), all_rejects, counts)
+
+
+def select_where(spec: TaskSpec, frame: pl.DataFrame) -> pl.DataFrame:
+    """The rows of a record frame that the spec's `where` keeps (every row without one): the one selection path
+    for files read here and for records handed over directly (`snsdata eval --data`)."""
+    where = spec.source.where
+    if not where or frame.is_empty():
+        return frame
+    return frame.filter(pl.sql_expr(where))
 
 
 def _generated(spec: TaskSpec, source: GeneratedSource) -> ReadResult:
