@@ -68,8 +68,9 @@ def evaluate(task_id: str, records: Sequence[Mapping[str, Any]], predictions: Se
     Benchmark tasks (`eval.official`) report the benchmark's own metrics on its 0-100 scale through
     `snsdata.rewards.official.evaluate_benchmark` (compat "official": as published, bugs included; "fixed": bugs
     removed, and label and list answers read by the task's reward parser first, so that fixed-mode evaluation
-    and the RL reward agree on every answer), plus, in fixed mode, the reward summary. Other tasks report the reward summary (`n`,
-    `mean_reward`, `full_marks_rate`, `parse_rate`, `gold_parse_rate`) and their format's corpus metrics, 0-1.
+    and the RL reward agree on every answer), plus, in fixed mode, the reward summary. Other tasks report the
+    reward summary (`n`, `mean_reward`, `full_marks_rate`, `parse_rate`, `gold_parse_rate`) and their format's
+    corpus metrics, 0-1.
     """
     if len(records) != len(predictions):
         raise ValueError(f"{len(records)} records but {len(predictions)} predictions")

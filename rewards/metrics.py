@@ -271,7 +271,8 @@ def _embed_cosine(preds: list[str], golds: list[str], params: Any) -> Scores:
     from snsdata.rewards.embedding import cosine_similarity
 
     cut = [p[:EMBED_MAX_CHARS] for p in preds], [g[:EMBED_MAX_CHARS] for g in golds]
-    return np.clip(cosine_similarity(*cut, batch_size=EMBED_BATCH), 0.0, 1.0).tolist()
+    cosine = cosine_similarity(*cut, batch_size=EMBED_BATCH)
+    return np.clip((cosine - params.floor) / (1.0 - params.floor), 0.0, 1.0).tolist()
 
 
 # --- value metrics ----------------------------------------------------------------------------------------

@@ -81,8 +81,12 @@ def input_fields(spec: TaskSpec) -> list[str]:
 
 def input_text(spec: TaskSpec, record: Mapping[str, Any]) -> str:
     """The input of a record as one text: its shown fields, strings as they are, other values as JSON."""
+    return _fields_text(record, input_fields(spec))
+
+
+def _fields_text(record: Mapping[str, Any], names: Sequence[str]) -> str:
     parts = []
-    for name in input_fields(spec):
+    for name in names:
         value = record.get(name)
         if value is None:
             continue
@@ -278,9 +282,11 @@ def policies(spec: TaskSpec, records: Sequence[Mapping[str, Any]], golds: Sequen
                           tuple(f"{s}\n{g}" if s and g is not None else None
                                 for s, g in zip(sources, golds, strict=True))))
     if is_pattern_only(spec):
+        contents = ([_fields_text(r, spec.audit.content_fields) for r in records] if spec.audit.content_fields
+                    else sources)
         out.append(Policy("junk_in_gold_shape", "degenerate",
-                          tuple(_junk_in_shape(g, s) if g is not None else None
-                                for g, s in zip(golds, sources, strict=True))))
+                          tuple(_junk_in_shape(g, c) if g is not None else None
+                                for g, c in zip(golds, contents, strict=True))))
     out.append(Policy("gold_in_chatter", "probe", tuple(
         None if g is None else (f"好的，我的回答如下：\n{g}\n希望对你有帮助！" if _zh(spec, g)
                                 else f"Sure! Here is my answer.\n{g}\nLet me know if you need anything else.")

@@ -168,8 +168,9 @@ class _ParsingNode(Node):
 
 
 def _unmatched(item: Any, index: int) -> Any:
-    """A stand-in for an item that is not in the input: unique, and equal to no gold item."""
-    marker = f"\x00not-in-input-{index}"
+    """A stand-in for an item that is not in the input: unique, one token (no space or punctuation, so token
+    metrics cannot match a piece of it), and equal to no gold item."""
+    marker = f"\x00notininput{index}\x00"
     return (marker, item[1]) if isinstance(item, tuple) else marker
 
 

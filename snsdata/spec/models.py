@@ -209,6 +209,9 @@ class Audit(_Strict):
     candidates: str | None = None
     """Template rendering every answer a record offers as a JSON list (e.g. the note ids of a ranking task),
     for the "every candidate at once" policy; default: `output.candidates_field`, else `output.labels`."""
+    content_fields: list[str] = Field(default_factory=list)
+    """Fields holding the content an answer must carry over (a rewrite's post): the junk policy swaps their words
+    in the gold and keeps the rest (what the instructions add). Default: the fields the prompt shows."""
     accept: dict[str, AuditAcceptance] = Field(default_factory=dict)
     """Policy name -> a ceiling above the default, with its reason (e.g. a task where an empty answer is a real
     class)."""

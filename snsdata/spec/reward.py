@@ -111,6 +111,12 @@ class AnlsParams(_Params):
     """Similarities below this score 0 (standard ANLS uses 0.5; 0 keeps the raw similarity)."""
 
 
+class EmbedParams(_Params):
+    floor: float = Field(default=0.0, ge=0.0, lt=1.0)
+    """Cosine that counts as no similarity: scores are (cos - floor) / (1 - floor), clipped to [0, 1]. MiniLM gives
+    unrelated short texts of one domain 0.1-0.4, so a floor keeps such answers from earning anything."""
+
+
 class AbsErrParams(_Strict):
     range: float | None = Field(default=None, gt=0)
     """Width of the value scale; default: max - min of the spec's numeric `output.labels`."""
@@ -150,7 +156,7 @@ METRIC_PARAMS: dict[str, type[BaseModel]] = {
     "rouge_2": _TokenParams,
     "rouge_l": _TokenParams,
     "anls": AnlsParams,
-    "embed_cosine": _Params,
+    "embed_cosine": EmbedParams,
     "abs_err": AbsErrParams,
     "field_acc": FieldAccParams,
     "ndcg": NdcgParams,
