@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Callable, Mapping
+from functools import lru_cache
 from typing import Any
 
 import jsonschema
@@ -149,6 +150,12 @@ def _field_text(record: Mapping[str, Any], field: str) -> str | None:
     return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
 
 
+@lru_cache(maxsize=4096)
+def _field_grams(text: str, n: int, script: str | None) -> frozenset[str]:
+    """A record field's n-grams, computed once for the G completions of a GRPO group (they share the record)."""
+    return frozenset(char_ngrams(text, n, script))
+
+
 def _echo_check(rule: EchoCheck) -> Check:
     """1 - how much of the field the answer repeats, beyond the free share (a translation that echoes its
     source scores 0)."""
@@ -156,7 +163,7 @@ def _echo_check(rule: EchoCheck) -> Check:
         source = _field_text(record, rule.field)
         if source is None:
             return None
-        grams = char_ngrams(source, rule.n, rule.script)
+        grams = _field_grams(source, rule.n, rule.script)
         if not grams:
             return 1.0
         copied = len(grams & char_ngrams(text, rule.n, rule.script)) / len(grams)
@@ -179,7 +186,7 @@ def _kept_check(rule: ContentKept) -> Check:
         source = _field_text(record, rule.field)
         if source is None:
             return None
-        grams = char_ngrams(source, rule.n)
+        grams = _field_grams(source, rule.n, None)
         if not grams:
             return 1.0
         return min(1.0, len(grams & char_ngrams(text, rule.n)) / len(grams) / rule.min)
