@@ -21,6 +21,7 @@ from typing import Any
 from snsdata.rewards.scorer import Scorer
 from snsdata.rewards.types import ScoreDetail, ScoreStats
 from snsdata.spec import TaskSpec, load_catalogue
+from snsdata.spec.searchpath import frozen_specs
 
 TRAINER_KWARGS = frozenset({"prompts", "completions", "completion_ids", "trainer_state", "log_extra",
                             "log_metric", "environments"})
@@ -230,12 +231,7 @@ def _specs(build_or_specs: str | Path | Iterable[str] | Mapping[str, TaskSpec] |
     if isinstance(build_or_specs, Mapping):
         return dict(build_or_specs)
     if isinstance(build_or_specs, str | Path):
-        path = Path(build_or_specs)
-        specs_file = path / "specs.json" if path.is_dir() else path
-        if not specs_file.is_file():
-            raise FileNotFoundError(f"{path}: no specs.json (a build directory holds one)")
-        frozen = json.loads(specs_file.read_text(encoding="utf-8"))
-        return {task_id: TaskSpec.model_validate(spec) for task_id, spec in frozen.items()}
+        return frozen_specs(build_or_specs)
     wanted = list(build_or_specs)
     catalogue = load_catalogue()
     unknown = [t for t in wanted if t not in catalogue]
@@ -248,9 +244,10 @@ def reward_funcs(build_or_specs: str | Path | Iterable[str] | Mapping[str, TaskS
                  timeout_s: float = 120.0, workers: int | None = None) -> list[SnsdataReward]:
     """The reward functions to pass as `GRPOTrainer(reward_funcs=...)`.
 
-    `build_or_specs`: None for every shipped spec; a list of task ids; a build directory (or its specs.json)
-    whose frozen specs are used; or a mapping of task id to TaskSpec. Spec problems surface here, building
-    every scorer once, not at the first training step.
+    `build_or_specs`: a build directory (or its specs.json), whose frozen specs are used, so the build scores the
+    same anywhere, without the spec folders it was built from; a list of task ids or None (every task) from the
+    spec search path (shipped catalogue + user folders); or a mapping of task id to TaskSpec. Spec problems
+    surface here, building every scorer once, not at the first training step.
     """
     reward = SnsdataReward(_specs(build_or_specs), timeout_s=timeout_s, workers=workers)
     for task_id in reward.specs:

@@ -6,8 +6,9 @@ Each row: `data_source` = `snsdata/<task_id>` (verl groups validation metrics by
 
 verl imports this file standalone (`reward.custom_reward_function.path=.../backends/verl.py`), so everything here
 uses absolute `snsdata` imports. The reward declaration in `extra_info` wins over the spec it is looked up in, so
-scoring follows the build even where the catalogue has moved on; pass the export's `specs.json` through
-`reward.custom_reward_function.reward_kwargs.specs` for tasks outside the shipped catalogue.
+scoring follows the build even where the catalogue has moved on. The export's overrides pass its `specs.json` (the
+build's frozen specs) through `reward.custom_reward_function.reward_kwargs.specs`, so a build made with your own spec
+folders scores without them; without that keyword, specs come from the search path (shipped + SNSDATA_SPECS).
 """
 
 from __future__ import annotations
@@ -98,48 +99,49 @@ def export_verl(build: str | Path, out: str | Path) -> dict[str, Any]:
 
 _LOCK = threading.Lock()
 _SPECS: dict[str | None, dict[str, Any]] = {}
-_SCORERS: dict[tuple[str | None, str, str | None], Any] = {}
+_SCORERS: dict[tuple[int, str | None], tuple[Any, Any]] = {}
+"""(id(spec), reward JSON) -> (spec, scorer); holding the spec keeps its id from being reused while cached."""
 
 
 def _specs(path: str | None) -> dict[str, Any]:
-    """Specs from a `specs.json` (an export's or a build's), else the shipped catalogue; loaded once."""
-    from snsdata.spec import TaskSpec
+    """Specs from a `specs.json` (an export's or a build's; loaded once), else the search path's catalogue."""
+    if path is None:
+        from snsdata.rewards.api import catalogue
 
+        return catalogue()
     with _LOCK:
         if path not in _SPECS:
-            if path is None:
-                from snsdata.rewards.api import catalogue
+            from snsdata.spec.searchpath import frozen_specs
 
-                _SPECS[path] = dict(catalogue())
-            else:
-                raw = json.loads(Path(path).read_text(encoding="utf-8"))
-                _SPECS[path] = {task_id: TaskSpec.model_validate(spec) for task_id, spec in raw.items()}
+            _SPECS[path] = frozen_specs(path)
         return _SPECS[path]
 
 
 def _scorer(task_id: str, reward_json: str | None, specs_path: str | None) -> Any:
-    """The task's Scorer, with the row's own reward declaration when it differs from the spec's."""
+    """The task's Scorer, with the row's own reward declaration when it differs from the spec's; cached per spec
+    object, so a changed search path never serves a scorer built from another spec."""
     from pydantic import TypeAdapter
 
     from snsdata.rewards.scorer import Scorer
     from snsdata.spec import RewardSpec
 
-    key = (specs_path, task_id, reward_json)
-    with _LOCK:
-        found = _SCORERS.get(key)
-    if found is not None:
-        return found
     specs = _specs(specs_path)
     if task_id not in specs:
-        raise KeyError(f"task {task_id!r} is in neither {specs_path or 'the shipped catalogue'}; pass the export's "
+        raise KeyError(f"task {task_id!r} is not in {specs_path or 'the spec search path'}; pass the export's "
                        "specs.json as reward.custom_reward_function.reward_kwargs.specs")
     spec = specs[task_id]
+    key = (id(spec), reward_json)
+    with _LOCK:
+        found = _SCORERS.get(key)
+    if found is not None and found[0] is spec:
+        return found[1]
+    scored = spec
     if reward_json is not None and json.loads(reward_json) != spec.reward.model_dump(mode="json"):
         reward = TypeAdapter(RewardSpec).validate_python(json.loads(reward_json))
-        spec = spec.model_copy(update={"reward": reward})
-    scorer = Scorer(spec)
+        scored = spec.model_copy(update={"reward": reward})
+    scorer = Scorer(scored)
     with _LOCK:
-        return _SCORERS.setdefault(key, scorer)
+        return _SCORERS.setdefault(key, (spec, scorer))[1]
 
 
 def _unpack(data_source: str, extra_info: Any) -> tuple[str, str | None, dict[str, Any]]:

@@ -8,10 +8,10 @@ from typing import Any
 
 from snsdata.rewards.corpus import corpus_metrics
 from snsdata.rewards.scorer import Compat, Scorer, safe_text
-from snsdata.spec import TaskSpec, load_catalogue
+from snsdata.spec import TaskSpec, resolve_specs, search_path
 
 _LOCK = threading.Lock()
-_CATALOGUE: dict[str, TaskSpec] = {}
+_CATALOGUES: dict[tuple, dict[str, TaskSpec]] = {}
 _SCORERS: dict[tuple[int, str], tuple[TaskSpec, Scorer]] = {}
 """(id(spec), compat) -> (spec, scorer); holding the spec keeps its id from being reused while cached."""
 MAX_CACHED_SCORERS = 256
@@ -21,11 +21,13 @@ answer normaliser, the spec's case rule, one label only) before the benchmark's 
 
 
 def catalogue() -> dict[str, TaskSpec]:
-    """The shipped task specs, loaded once per process."""
+    """The task specs of the search path (shipped + user folders, `snsdata.spec.searchpath`), loaded once per
+    process and search path."""
+    path = search_path()
     with _LOCK:
-        if not _CATALOGUE:
-            _CATALOGUE.update(load_catalogue())
-        return _CATALOGUE
+        if path.key not in _CATALOGUES:
+            _CATALOGUES[path.key] = resolve_specs(path).specs
+        return _CATALOGUES[path.key]
 
 
 def _spec(task_id: str, specs: Mapping[str, TaskSpec] | None) -> TaskSpec:
@@ -36,7 +38,7 @@ def _spec(task_id: str, specs: Mapping[str, TaskSpec] | None) -> TaskSpec:
 
 
 def get_scorer(task_id: str, compat: Compat = "fixed", specs: Mapping[str, TaskSpec] | None = None) -> Scorer:
-    """The batch scorer of a task (from `specs`, else the shipped catalogue), built once per spec object and
+    """The batch scorer of a task (from `specs`, else the search path's catalogue), built once per spec object and
     shared: building compiles patterns and parsers, and a sandbox scorer keeps its pool warm."""
     spec = _spec(task_id, specs)
     key = (id(spec), compat)

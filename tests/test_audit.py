@@ -31,6 +31,7 @@ from snsdata.rewards.policies import (
     skeletons,
 )
 from snsdata.spec import TaskSpec, load_catalogue
+from snsdata.spec.searchpath import configure
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path("..") / "shared" / "data"
@@ -116,14 +117,18 @@ target: {template: "{{ label }}"}
 output: {format: text}
 reward: {type: pattern, checks: [{min_chars: 1}]}
 """, encoding="utf-8")
-    result = CliRunner().invoke(app, ["audit", "--specs", str(spec_dir), "--data-root", str(data), "--json"])
-    assert result.exit_code == 1
-    (audited,) = json.loads(result.output)
-    assert audited["status"] == "flagged" and any(f.startswith("copy_input") for f in audited["flags"])
-    page = tmp_path / "audit.md"
-    result = CliRunner().invoke(app, ["audit", "--specs", str(spec_dir), "--data-root", str(data),
-                                      "--markdown", str(page)])
-    assert result.exit_code == 1 and "| lenient |" in page.read_text(encoding="utf-8")
+    try:
+        result = CliRunner().invoke(app, ["audit", "--specs", str(spec_dir), "--task", "lenient",
+                                          "--data-root", str(data), "--json"])
+        assert result.exit_code == 1
+        (audited,) = json.loads(result.output)
+        assert audited["status"] == "flagged" and any(f.startswith("copy_input") for f in audited["flags"])
+        page = tmp_path / "audit.md"
+        result = CliRunner().invoke(app, ["audit", "--specs", str(spec_dir), "--task", "lenient",
+                                          "--data-root", str(data), "--markdown", str(page)])
+        assert result.exit_code == 1 and "| lenient |" in page.read_text(encoding="utf-8")
+    finally:
+        configure([])  # the spec folder was added to this process's search path
 
 
 def test_too_little_data_is_reported_not_flagged() -> None:

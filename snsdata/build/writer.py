@@ -58,8 +58,10 @@ def _save_dataset(data_dir: Path, dataset_dir: Path) -> None:
 
 
 def _specs_json(prepared: Prepared) -> str:
+    """Keys in the spec's own order, not sorted: the order of `source.fields` is part of every record id, so a
+    spec read back from specs.json must give the ids its build wrote."""
     specs = {task_id: prepared.specs[task_id].model_dump(mode="json") for task_id in sorted(prepared.plan)}
-    return json.dumps(specs, ensure_ascii=False, indent=1, sort_keys=True) + "\n"
+    return json.dumps(specs, ensure_ascii=False, indent=1) + "\n"
 
 
 def _totals(counts: dict[str, dict[str, int]], rejects: pl.DataFrame, outputs: dict[str, pl.DataFrame],
@@ -107,6 +109,9 @@ def _inputs(prepared: Prepared, context: dict[str, Any]) -> dict[str, Any]:
                     "sha256": sha256_file(mixture_file) if mixture_file.is_file() else None},
         **prepared.inputs,
     }
+    if prepared.mixture.bases:  # `extends:`: the files the mixture starts from are inputs too
+        inputs["mixture"]["extends"] = [{"path": base, "sha256": sha256_file(Path(base))}
+                                        for base in prepared.mixture.bases]
     diagnosis = context["diagnosis"]
     inputs["diagnosis"] = {"path": str(diagnosis), "sha256": sha256_file(Path(diagnosis))} if diagnosis else None
     soft = context["soft"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated
 
@@ -16,7 +17,8 @@ err_console = Console(stderr=True)
 
 @app.command("build")
 def build_command(
-    mixture: Annotated[str, typer.Option("--mixture", "-m", help="A shipped mixture name or a mixture YAML file.")],
+    mixture: Annotated[str, typer.Option("--mixture", "-m", help="A mixture name (shipped or in a spec folder's "
+                                                                 "mixtures/; `snsdata mixtures`) or a YAML file.")],
     data_root: Annotated[Path | None, typer.Option(help="Folder holding the data (default: the shipped samples).")]
     = None,
     out: Annotated[Path | None, typer.Option(help="Build directory (default: builds/<mixture>).")] = None,
@@ -62,8 +64,7 @@ def build_command(
                        diagnosis=diagnosis, soft_labels=soft_labels,
                        extra_pairs=pl.concat(extra) if extra else None, console=err_console)
     except SpecError as exc:
-        for issue in exc.issues:
-            err_console.print(f"[red]error[/red] {issue}", highlight=False, soft_wrap=True)
+        _print_issues(exc)
         raise typer.Exit(1) from None
     except (BuildError, InputFileError, LogError) as exc:
         err_console.print(f"[red]error[/red] {exc}", highlight=False, soft_wrap=True)
@@ -89,14 +90,48 @@ def report_command(
 
 
 @app.command("mixtures")
-def mixtures_command() -> None:
-    """The shipped mixtures: name, format, recipe."""
-    from snsdata.spec.mixture import list_mixtures, load_mixture
+def mixtures_command(
+    as_json: Annotated[bool, typer.Option("--json", help="A JSON list of {name, format, total, origin, extends}.")]
+    = False,
+) -> None:
+    """The mixtures of the search path (shipped and your folders'): name, format, total, recipe, origin."""
+    from snsdata.spec import SpecError
+    from snsdata.spec.mixture import load_mixture
+    from snsdata.spec.searchpath import SHIPPED, mixture_files
 
-    table = Table(title="mixtures (task_specs/mixtures/)", title_justify="left")
-    for column in ("name", "format", "total", "recipe"):
-        table.add_column(column)
-    for name in list_mixtures():
-        mixture = load_mixture(name)
-        table.add_row(name, mixture.format, str(mixture.total or "all"), mixture.recipe or mixture.description)
-    console.print(table)
+    try:
+        found = mixture_files()
+    except SpecError as exc:
+        _print_issues(exc)
+        raise typer.Exit(1) from None
+    rows, failed = [], False
+    for name, entry in found.items():
+        try:
+            mixture = load_mixture(name)
+        except SpecError as exc:
+            _print_issues(exc)
+            failed = True
+            continue
+        rows.append({"name": name, "format": mixture.format, "total": mixture.total, "origin": entry.origin,
+                     "extends": list(mixture.bases), "recipe": mixture.recipe or mixture.description})
+    if as_json:
+        typer.echo(json.dumps(rows, ensure_ascii=False, indent=1))
+    else:
+        table = Table(title="mixtures", title_justify="left")
+        for column in ("name", "format", "total", "recipe"):
+            table.add_column(column)
+        for row in rows:
+            mark = " *" if row["origin"] != SHIPPED else ""
+            table.add_row(row["name"] + mark, row["format"], str(row["total"] or "all"), row["recipe"])
+        console.print(table)
+        for row in rows:
+            if row["origin"] != SHIPPED:
+                extends = f" (extends {', '.join(row['extends'])})" if row["extends"] else ""
+                console.print(f"* {row['name']}: {row['origin']}{extends}", highlight=False, soft_wrap=True)
+    if failed:
+        raise typer.Exit(1)
+
+
+def _print_issues(exc: Exception) -> None:
+    for issue in getattr(exc, "issues", [exc]):
+        err_console.print(f"[red]error[/red] {issue}", highlight=False, soft_wrap=True)

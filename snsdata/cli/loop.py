@@ -22,6 +22,21 @@ def _fmt(value: Any, signed: bool = False) -> str:
     return f"{value:+.3f}" if signed else f"{value:.3f}" if isinstance(value, float) else str(value)
 
 
+FrozenSpecs = typer.Option("--build", help="A build directory whose frozen specs (specs.json) read, render and score "
+                                            "its tasks, over the search path's: no spec folder needed for them.",
+                            exists=True, file_okay=False)
+
+
+def _with_frozen(build: Path | None) -> dict[str, Any] | None:
+    """The search path's specs with a build's frozen ones over them (None: the search path alone)."""
+    if build is None:
+        return None
+    from snsdata.spec import load_catalogue
+    from snsdata.spec.searchpath import frozen_specs
+
+    return {**load_catalogue(), **frozen_specs(build)}
+
+
 def diagnosis_table(diagnosis: dict[str, Any]) -> Table:
     """The per-task figures, weak tasks first in red with the reason they were chosen."""
     has_baseline = any("delta_mean_reward" in f for f in diagnosis["tasks"].values())
@@ -121,6 +136,7 @@ def soft_label(
     = "auto",
     max_batches: Annotated[int | None, typer.Option(help="Stop after this many batches; run again to go on.")]
     = None,
+    build: Annotated[Path | None, FrozenSpecs] = None,
 ) -> None:
     """Answer the general-data prompts of stage 2 with the stage-1 model: the soft labels stage 2 trains on."""
     from snsdata.build import BuildError
@@ -134,7 +150,8 @@ def soft_label(
         run = run_soft_label(model, mixture, out, data_root=data_root, diagnosis=diagnosis,
                              max_per_task=max_per_task, settings=settings, engine=engine, max_batches=max_batches,
                              on_batch=lambda done, total: err_console.print(f"batch {done}/{total}",
-                                                                             highlight=False))
+                                                                             highlight=False),
+                             catalogue=_with_frozen(build))
     except (SpecError, BuildError, ValueError, OSError) as exc:
         err_console.print(f"[red]error[/red] {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
@@ -157,6 +174,7 @@ def pairs(
     max_pairs_per_task: Annotated[int | None, typer.Option(help="At most this many prediction pairs per task.")]
     = None,
     seed: Annotated[int, typer.Option(help="Seed of the order the per-task cap keeps pairs in.")] = 0,
+    build: Annotated[Path | None, FrozenSpecs] = None,
 ) -> None:
     """DPO pairs from model errors (gold vs a wrong prediction) and from annotations, for the dpo build."""
     from snsdata.build import BuildError
@@ -170,7 +188,7 @@ def pairs(
     try:
         made, skipped = extra_pairs(mixture, predictions=predictions, annotations=annotations, data_root=data_root,
                                     max_per_task_records=max_per_task, threshold=threshold,
-                                    max_pairs_per_task=max_pairs_per_task, seed=seed)
+                                    max_pairs_per_task=max_pairs_per_task, seed=seed, catalogue=_with_frozen(build))
     except (SpecError, BuildError, LogError, ValueError, OSError) as exc:
         err_console.print(f"[red]error[/red] {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None

@@ -15,6 +15,7 @@ from snsdata.rewards.api import evaluate, evaluate_baselines
 from snsdata.rewards.files import EvalInputError, align, load_predictions, load_records
 from snsdata.rewards.scorer import Compat
 from snsdata.spec import SpecError, TaskSpec, load_catalogue
+from snsdata.spec.searchpath import add_spec_folders
 
 console = Console()
 err_console = Console(stderr=True)
@@ -26,8 +27,10 @@ def _fail(message: str) -> typer.Exit:
 
 
 def _specs(paths: list[Path] | None) -> dict[str, TaskSpec]:
+    """The search path's specs; `eval --specs` adds folders to it, like the global `snsdata --specs`."""
+    add_spec_folders(paths or [])
     try:
-        return load_catalogue(paths or None)
+        return load_catalogue()
     except SpecError as exc:
         raise _fail(str(exc)) from None
 
@@ -81,7 +84,8 @@ def eval_command(
     compat: Annotated[str, typer.Option("--compat", help="official (benchmark tasks only) or fixed.")] = "fixed",
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object of metric -> value.")] = False,
     specs: Annotated[
-        list[Path] | None, typer.Option("--specs", help="Spec files or folders instead of the shipped catalogue.")
+        list[Path] | None, typer.Option("--specs", help="Spec folders (or files) added to the search path, as the "
+                                                        "global `snsdata --specs` does.")
     ] = None,
 ) -> None:
     """Score a prediction file: one line per record in order, or keyed by `record_id`. Beside the model's
@@ -129,7 +133,8 @@ def audit_command(
     max_rows: Annotated[int, typer.Option("--max-rows", min=1, help="Rows audited per task.")] = 200,
     seed: Annotated[int, typer.Option("--seed", help="Balancing and sampling seed.")] = 0,
     specs: Annotated[
-        list[Path] | None, typer.Option("--specs", help="Spec files or folders instead of the shipped catalogue.")
+        list[Path] | None, typer.Option("--specs", help="Spec folders (or files) added to the search path, as the "
+                                                        "global `snsdata --specs` does.")
     ] = None,
 ) -> None:
     """Try every reward with the answers an RL policy would find (empty, skeletons, every label, the majority

@@ -14,8 +14,9 @@ from rich.table import Table
 from snsdata.cli.app import app
 from snsdata.readers import DataNotFound, SourceError, data_found, default_data_root, read_task
 from snsdata.render import RenderError, render_messages, render_target
-from snsdata.spec import CAPABILITIES, SpecError, TaskSpec, load_catalogue
-from snsdata.spec.models import TaskSpec as TaskSpecModel
+from snsdata.spec import CAPABILITIES, SpecError, TaskSpec, load_catalogue, resolve_specs
+from snsdata.spec.loader import spec_json_schema
+from snsdata.spec.searchpath import SHIPPED, Resolved
 
 console = Console()
 err_console = Console(stderr=True)
@@ -28,13 +29,25 @@ DataRoot = Annotated[
 ]
 
 
+def _fail_on_specs(exc: SpecError) -> typer.Exit:
+    for issue in exc.issues:
+        err_console.print(f"[red]error[/red] {issue}", highlight=False, soft_wrap=True)
+    return typer.Exit(1)
+
+
 def _catalogue(paths: list[Path] | None = None) -> dict[str, TaskSpec]:
+    """The given spec files/folders, or the search path (shipped catalogue + user folders)."""
     try:
         return load_catalogue(paths or None)
     except SpecError as exc:
-        for issue in exc.issues:
-            err_console.print(f"[red]error[/red] {issue}", highlight=False, soft_wrap=True)
-        raise typer.Exit(1) from None
+        raise _fail_on_specs(exc) from None
+
+
+def _resolved() -> Resolved:
+    try:
+        return resolve_specs()
+    except SpecError as exc:
+        raise _fail_on_specs(exc) from None
 
 
 def _spec(task_id: str) -> TaskSpec:
@@ -80,12 +93,14 @@ def tasks_list(
     data_root: DataRoot = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per task.")] = False,
 ) -> None:
-    """Every task grouped by capability: languages, output format, reward type, data availability."""
-    specs = _catalogue()
+    """Every task grouped by capability: languages, output format, reward type, data availability, origin."""
+    resolved = _resolved()
+    specs = resolved.specs
     root = data_root or default_data_root()
     rows = [
         {
             "id": spec.id,
+            "origin": resolved.origin(spec.id),
             "capability": spec.capability,
             "languages": spec.languages,
             "output": spec.output.format,
@@ -108,11 +123,15 @@ def tasks_list(
             table.add_column(column)
         for row in group:
             found = "[green]found[/green]" if row["data_found"] else "[dim]not found[/dim]"
-            table.add_row(row["id"], ",".join(row["languages"]), row["output"], row["reward"],
-                          row["availability"], found)
+            name = f"{row['id']} *" if row["origin"] != SHIPPED else row["id"]
+            table.add_row(name, ",".join(row["languages"]), row["output"], row["reward"], row["availability"], found)
         console.print(table)
     found = sum(row["data_found"] for row in rows)
-    console.print(f"{len(rows)} tasks; data found for {found} under {root}")
+    own = [row for row in rows if row["origin"] != SHIPPED]
+    for row in own:
+        console.print(f"* {row['id']}: {row['origin']}", highlight=False, soft_wrap=True)
+    mine = f" ({len(own)} from your spec folders, marked *)" if own else ""
+    console.print(f"{len(rows)} tasks{mine}; data found for {found} under {root}", highlight=False, soft_wrap=True)
 
 
 @tasks_app.command("show")
@@ -158,18 +177,6 @@ def render(
             console.print(message["content"], markup=False, highlight=False)
         console.print("[bold]target[/bold]", highlight=False)
         console.print(item["target"], markup=False, highlight=False)
-
-
-def spec_json_schema() -> dict:
-    """The JSON Schema of a task spec file (`extends:` added: the loader resolves it before validation)."""
-    schema = TaskSpecModel.model_json_schema()
-    schema["properties"]["extends"] = {"type": "string", "description": "Base spec file this one overrides."}
-    for role in ("system", "user"):
-        prompt = schema["$defs"]["Prompt"]["properties"]
-        prompt.setdefault(f"{role}_file", {"type": "string"})
-    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
-    schema["title"] = "snsdata task spec"
-    return schema
 
 
 @app.command()

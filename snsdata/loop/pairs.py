@@ -204,13 +204,16 @@ def extra_pairs(
     threshold: float = 0.5,
     max_pairs_per_task: int | None = None,
     seed: int = 0,
+    catalogue: Mapping[str, TaskSpec] | None = None,
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """The pairs `snsdata build --mixture dpo --predictions F [--annotations F]` adds (`build(extra_pairs=...)`).
 
     Prepares the mixture exactly as the build does (same data root, split seed, per-task read limit), so record
-    ids, prompts and splits agree with the build's own rows. Returns (pairs, skipped with reasons).
+    ids, prompts and splits agree with the build's own rows; `catalogue` replaces the search path's specs (e.g. a
+    build's frozen ones). Returns (pairs, skipped with reasons).
     """
-    prepared = prepare(mixture, data_root=data_root, max_per_task=max_per_task_records)
+    prepared = prepare(mixture, data_root=data_root, max_per_task=max_per_task_records,
+                       catalogue=dict(catalogue) if catalogue is not None else None)
     rendered = rendered_records(prepared)
     pairs, skipped = [pl.DataFrame(schema=PAIR_COLUMNS)], [pl.DataFrame(schema=SKIP_SCHEMA)]
     if predictions is not None:

@@ -17,6 +17,7 @@ import polars as pl
 
 from snsdata.loop.logs import LogError, fill_task_ids, prompt_hash
 from snsdata.spec import TaskSpec
+from snsdata.spec.searchpath import frozen_specs
 
 
 class RecordSource:
@@ -29,10 +30,9 @@ class RecordSource:
 
     @cached_property
     def specs(self) -> dict[str, TaskSpec]:
-        """The build's frozen specs (what the run was scored with) when there is a build, else the catalogue."""
+        """The build's frozen specs (what the run was scored with) when there is a build, else the search path's."""
         if self.build_dir is not None and (self.build_dir / "specs.json").is_file():
-            frozen = json.loads((self.build_dir / "specs.json").read_text(encoding="utf-8"))
-            return {task_id: TaskSpec.model_validate(spec) for task_id, spec in frozen.items()}
+            return frozen_specs(self.build_dir)
         from snsdata.rewards import catalogue
 
         return catalogue()

@@ -15,12 +15,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 import polars as pl
+
+from snsdata.spec import TaskSpec
 
 SOFT_LABEL_SCHEMA = "snsdata.soft_labels/1"
 
@@ -273,17 +275,20 @@ def soft_label(
     engine: str = "auto",
     max_batches: int | None = None,
     on_batch: Callable[[int, int], None] | None = None,
+    catalogue: Mapping[str, TaskSpec] | None = None,
 ) -> SoftLabelRun:
     """Soft labels for every general-data prompt of a mixture's `target: soft_label` components.
 
     The prompts come from the build itself (`snsdata.build.prepare` + `soft_label_prompts`) with the same
     data root, diagnosis and per-task read limit the stage-2 build will use, so every prompt hash matches a row
-    of that build. `max_batches` generates at most that many batches now (the rest on the next call).
+    of that build. `max_batches` generates at most that many batches now (the rest on the next call); `catalogue`
+    replaces the search path's specs (e.g. a build's frozen ones).
     """
     from snsdata.build import prepare, soft_label_prompts
 
     settings = settings or GenerationSettings()
-    prepared = prepare(mixture, data_root=data_root, diagnosis=diagnosis, max_per_task=max_per_task)
+    prepared = prepare(mixture, data_root=data_root, diagnosis=diagnosis, max_per_task=max_per_task,
+                       catalogue=dict(catalogue) if catalogue is not None else None)
     prompts = soft_label_prompts(prepared)
     if prompts.is_empty():
         raise ValueError(f"{prepared.mixture.name} has no train rows in a `target: soft_label` component under "

@@ -30,8 +30,11 @@ class ReadResult:
 
 
 def default_data_root() -> Path:
-    """The small permissively licensed samples shipped inside the package."""
-    return Path(str(resources.files("snsdata.sample_data")))
+    """`data_root` of the project file (`snsdata.toml` in the working directory), else the small permissively
+    licensed samples shipped inside the package."""
+    from snsdata.spec.searchpath import project_data_root
+
+    return project_data_root() or Path(str(resources.files("snsdata.sample_data")))
 
 
 def _split_paths(spec: TaskSpec, data_root: Path) -> dict[str, list[Path]]:

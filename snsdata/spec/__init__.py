@@ -4,14 +4,15 @@ from snsdata.spec.loader import (
     SpecError,
     SpecIssue,
     discover_spec_files,
-    load_catalogue,
     load_spec,
+    load_spec_files,
     specs_root,
     templates_root,
 )
 from snsdata.spec.mixture import Mixture, list_mixtures, load_mixture
 from snsdata.spec.models import CAPABILITIES, TaskSpec
 from snsdata.spec.reward import REWARD_TYPES, RewardSpec
+from snsdata.spec.searchpath import configure, load_catalogue, resolve_specs, search_path
 
 __all__ = [
     "CAPABILITIES",
@@ -21,11 +22,15 @@ __all__ = [
     "SpecError",
     "SpecIssue",
     "TaskSpec",
+    "configure",
     "discover_spec_files",
     "list_mixtures",
     "load_catalogue",
     "load_mixture",
     "load_spec",
+    "load_spec_files",
+    "resolve_specs",
+    "search_path",
     "specs_root",
     "templates_root",
 ]

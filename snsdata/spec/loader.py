@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import functools
 from collections.abc import Iterable
 from dataclasses import dataclass
 from importlib import resources
@@ -39,9 +40,10 @@ class SpecError(ValueError):
         super().__init__("\n".join(str(issue) for issue in issues))
 
 
+@functools.cache
 def specs_root() -> Path:
     """The shipped `task_specs/` directory (inside the wheel as `snsdata.task_specs`)."""
-    return Path(str(resources.files("snsdata.task_specs")))
+    return Path(str(resources.files("snsdata.task_specs"))).resolve()
 
 
 def templates_root() -> Path:
@@ -53,12 +55,12 @@ def _dotted(path: KeyPath) -> str:
     return ".".join(str(part) for part in path)
 
 
-def _deep_merge(base: Any, override: Any) -> Any:
-    """Variant values win; mappings merge key by key; lists and scalars replace."""
+def merge_overrides(base: Any, override: Any) -> Any:
+    """Variant values win; mappings merge key by key; lists and scalars replace (specs' and mixtures' `extends:`)."""
     if isinstance(base, dict) and isinstance(override, dict):
         merged = dict(base)
         for key, value in override.items():
-            merged[key] = _deep_merge(base[key], value) if key in base else value
+            merged[key] = merge_overrides(base[key], value) if key in base else value
         return merged
     return copy.deepcopy(override)
 
@@ -78,12 +80,16 @@ def _load_with_bases(path: Path, chain: tuple[Path, ...] = ()) -> Located:
     if base_name is None:
         return located
     base_path = (path.parent / str(base_name)).resolve()
+    shipped = (specs_root() / str(base_name)).resolve()
+    if not base_path.is_file() and shipped.is_file():
+        base_path = shipped  # a spec of your own may start from a shipped base: `content_understanding/_x.yaml`
     if not base_path.is_file():
         file, line = located.where(("extends",))
-        raise SpecError([SpecIssue(file, line, "extends", f"base spec {base_name!r} not found at {base_path}")])
+        raise SpecError([SpecIssue(file, line, "extends", f"base spec {base_name!r} not found at {base_path} "
+                                                          f"(nor at {shipped}, in the shipped catalogue)")])
     base = _load_with_bases(base_path, (*chain, path))
     lines = {**base.lines, **located.lines}
-    return Located(_deep_merge(base.data, located.data), lines)
+    return Located(merge_overrides(base.data, located.data), lines)
 
 
 def _resolve_template_files(located: Located, spec_file: Path, template_dirs: list[Path]) -> list[SpecIssue]:
@@ -204,7 +210,7 @@ def discover_spec_files(paths: Iterable[str | Path] | None = None) -> list[Path]
     """Task spec files under the given files/folders (default: the shipped catalogue).
 
     Files whose name starts with `_` are bases for `extends:` and the `mixtures/` folder holds mixtures:
-    neither is a task.
+    neither is a task; hidden folders (`.git`, `.github`) are not looked into.
     """
     roots = [Path(p) for p in paths] if paths else [specs_root()]
     files: list[Path] = []
@@ -214,14 +220,18 @@ def discover_spec_files(paths: Iterable[str | Path] | None = None) -> list[Path]
             continue
         for candidate in sorted(root.rglob("*.yaml")):
             relative = candidate.relative_to(root)
-            if candidate.name.startswith("_") or MIXTURES_DIR in relative.parts[:-1]:
+            folders = relative.parts[:-1]
+            if candidate.name.startswith("_") or MIXTURES_DIR in folders or any(f.startswith(".") for f in folders):
                 continue
             files.append(candidate)
     return files
 
 
-def load_catalogue(paths: Iterable[str | Path] | None = None) -> dict[str, TaskSpec]:
-    """Every task spec under `paths`, keyed by id; all problems of all files reported together."""
+def load_spec_files(paths: Iterable[str | Path]) -> tuple[dict[str, TaskSpec], dict[str, Path]]:
+    """Every task spec under exactly these files/folders: (id -> spec, id -> file); all problems reported together.
+
+    `snsdata.spec.load_catalogue()` without paths resolves the search path (shipped catalogue + user folders).
+    """
     specs: dict[str, TaskSpec] = {}
     origin: dict[str, Path] = {}
     issues: list[SpecIssue] = []
@@ -229,7 +239,7 @@ def load_catalogue(paths: Iterable[str | Path] | None = None) -> dict[str, TaskS
         try:
             spec = load_spec(file)
         except SpecError as exc:
-            issues.extend(exc.issues)
+            issues.extend(_mixture_hint(file, exc.issues))
             continue
         if spec.id in specs:
             issues.append(SpecIssue(str(file), 0, "id", f"duplicate task id {spec.id!r} (also {origin[spec.id]})"))
@@ -238,4 +248,29 @@ def load_catalogue(paths: Iterable[str | Path] | None = None) -> dict[str, TaskS
         origin[spec.id] = file
     if issues:
         raise SpecError(issues)
-    return dict(sorted(specs.items()))
+    return dict(sorted(specs.items())), origin
+
+
+def _mixture_hint(file: Path, issues: list[SpecIssue]) -> list[SpecIssue]:
+    """A mixture saved among the task specs fails as a spec; say where mixtures go instead of listing its keys."""
+    try:
+        data = load_located(file).data
+    except SpecYamlError:
+        return issues
+    if isinstance(data, dict) and "components" in data and "id" not in data:
+        return [SpecIssue(str(file), 0, "", f"this looks like a mixture (it has `components`); mixtures live in a "
+                                            f"`{MIXTURES_DIR}/` folder of a spec folder, task specs outside it")]
+    return issues
+
+
+def spec_json_schema() -> dict:
+    """The JSON Schema of a task spec file (`extends:` added: the loader resolves it before validation), for editors
+    (docs/task_spec.schema.json, and the copy `snsdata init` writes beside the starter spec)."""
+    schema = TaskSpec.model_json_schema()
+    schema["properties"]["extends"] = {"type": "string", "description": "Base spec file this one overrides."}
+    for role in ("system", "user"):
+        prompt = schema["$defs"]["Prompt"]["properties"]
+        prompt.setdefault(f"{role}_file", {"type": "string"})
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "snsdata task spec"
+    return schema

@@ -1,7 +1,9 @@
 """Mixtures: which tasks one training stage takes, in what proportions, how it splits, samples and filters.
 
-A mixture is data like a task spec: `task_specs/mixtures/NAME.yaml`, validated strictly, errors naming file, line
-and key path. `snsdata.build` turns a mixture plus a data root into a build directory.
+A mixture is data like a task spec: `mixtures/NAME.yaml` in the shipped catalogue or in a user spec folder of the
+search path (`snsdata.spec.searchpath`), validated strictly, errors naming file, line and key path. A mixture can
+`extends:` another one (by name or file) and change a few keys (`load_mixture`). `snsdata.build` turns a mixture plus
+a data root into a build directory.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
-from snsdata.spec.loader import MIXTURES_DIR, SpecError, SpecIssue, specs_root
+from snsdata.spec.loader import MIXTURES_DIR, SpecError, SpecIssue, merge_overrides, specs_root
 from snsdata.spec.models import Capability, OutputFormat, TaskSpec
 from snsdata.spec.yaml_loader import KeyPath, Located, SpecYamlError, load_located
 
@@ -190,6 +192,7 @@ class Mixture(_Strict):
     components: list[Component] = Field(min_length=1)
 
     _source: str = PrivateAttr(default="<memory>")
+    _bases: tuple[str, ...] = PrivateAttr(default=())
     _lines: dict[KeyPath, tuple[str, int]] = PrivateAttr(default_factory=dict)
 
     @field_validator("steps", mode="before")
@@ -239,6 +242,11 @@ class Mixture(_Strict):
         """The file this mixture was loaded from."""
         return self._source
 
+    @property
+    def bases(self) -> tuple[str, ...]:
+        """The files it `extends:`, nearest first (empty for a mixture that extends nothing)."""
+        return self._bases
+
     def where(self, *path: str | int) -> tuple[str, int]:
         """File and line of a key path (for errors found after loading, e.g. an unknown task id)."""
         return Located(None, self._lines).where(tuple(path)) if self._lines else (self._source, 0)
@@ -250,8 +258,12 @@ def mixtures_root() -> Path:
 
 
 def list_mixtures(root: Path | None = None) -> list[str]:
-    """Names of the mixtures in a folder (default: the shipped ones)."""
-    return sorted(p.stem for p in (root or mixtures_root()).glob("*.yaml"))
+    """Names of the mixtures in a folder, default: of the search path (shipped + user folders)."""
+    if root is not None:
+        return sorted(p.stem for p in root.glob("*.yaml"))
+    from snsdata.spec.searchpath import mixture_files
+
+    return list(mixture_files())
 
 
 def _issues(located: Located, exc: ValidationError) -> list[SpecIssue]:
@@ -264,26 +276,152 @@ def _issues(located: Located, exc: ValidationError) -> list[SpecIssue]:
     return issues
 
 
-def load_mixture(name_or_path: str | Path) -> Mixture:
-    """A mixture by shipped name (`sft_step1`) or by path to a YAML file; SpecError names file, line, key."""
-    path = Path(name_or_path)
-    if not path.is_file():
-        path = mixtures_root() / f"{name_or_path}.yaml"
-        if not path.is_file():
-            known = ", ".join(list_mixtures())
-            raise SpecError([SpecIssue(str(name_or_path), 0, "", f"no mixture file or shipped mixture of that name "
-                                                                 f"(shipped: {known})")])
+def _find(name: str) -> Path:
+    from snsdata.spec.searchpath import SHIPPED, find_mixture, mixture_files
+
+    found = find_mixture(name)
+    if found is None:
+        known = mixture_files().values()
+        shipped = ", ".join(m.name for m in known if m.origin == SHIPPED)
+        yours = ", ".join(m.name for m in known if m.origin != SHIPPED)
+        raise SpecError([SpecIssue(name, 0, "", f"no mixture file or mixture of that name on the search path "
+                                                f"(shipped: {shipped}" + (f"; yours: {yours})" if yours else ")"))])
+    return found.path
+
+
+def _base_file(located: Located, path: Path) -> Path:
+    """What `extends:` names: a YAML file relative to this one, or a mixture name on the search path (the shipped
+    mixture when the name is this file's own, so `mixtures/stage2.yaml` can extend the shipped `stage2`)."""
+    from snsdata.spec.searchpath import find_mixture, shipped_mixture
+
+    ref = located.data["extends"]
+    file, line = located.where(("extends",))
+    if not isinstance(ref, str) or not ref:
+        raise SpecError([SpecIssue(file, line, "extends", "a mixture name or a YAML file path")])
+    if ref.endswith((".yaml", ".yml")):
+        base = (path.parent / ref).resolve()
+        if not base.is_file():
+            raise SpecError([SpecIssue(file, line, "extends", f"base mixture file {ref!r} not found at {base}")])
+        return base
+    found = find_mixture(ref)
+    base = found.path.resolve() if found is not None else None
+    if base == path:
+        base = shipped_mixture(ref)
+    if base is None:
+        raise SpecError([SpecIssue(file, line, "extends", f"no mixture named {ref!r} to extend (other than this "
+                                                          "file); `snsdata mixtures` lists them")])
+    return base.resolve()
+
+
+def _components_by_name(base: Located, override: Located) -> tuple[list[Any], dict[KeyPath, Any]]:
+    """`components:` given as a mapping patches the base's components by name: a mapping merges into the component
+    of that name (a new name appends a component), `null` removes it. Returns the list and its key-path lines."""
+    patches = override.data["components"]
+    components = base.data.get("components")
+    components = components if isinstance(components, list) else []
+    old_index = {c.get("name"): i for i, c in enumerate(components) if isinstance(c, dict)}
+    for name, patch in patches.items():
+        where = override.where(("components", name))
+        if patch is None and name not in old_index:
+            raise SpecError([SpecIssue(*where, f"components.{name}", f"the base has no component {name!r} "
+                                                                      f"to remove (it has: {sorted(old_index)})")])
+        if patch is not None and not isinstance(patch, dict):
+            raise SpecError([SpecIssue(*where, f"components.{name}", "a mapping of the keys to change, or null "
+                                                                      "to remove the component")])
+        if isinstance(patch, dict) and patch.get("name", name) != name:
+            raise SpecError([SpecIssue(*override.where(("components", name, "name")), f"components.{name}.name",
+                                       "a component patched by name keeps its name")])
+    merged: list[Any] = []
+    lines: dict[KeyPath, Any] = {}
+
+    def place(old: KeyPath, new_index: int, source: dict[KeyPath, Any]) -> None:
+        """Carry the lines of one component from its old key path to its place in the merged list."""
+        for key, at in source.items():
+            if key[: len(old)] == old:
+                lines[("components", new_index, *key[len(old):])] = at
+
+    for i, component in enumerate(components):
+        name = component.get("name") if isinstance(component, dict) else None
+        patch = patches.get(name, {})
+        if patch is None:
+            continue
+        place(("components", i), len(merged), base.lines)
+        place(("components", name), len(merged), override.lines)
+        merged.append(merge_overrides(component, patch))
+    for name, patch in patches.items():
+        if name not in old_index:
+            place(("components", name), len(merged), override.lines)
+            lines[("components", len(merged), "name")] = override.where(("components", name))
+            merged.append({"name": name, **patch})
+    lines[("components",)] = override.where(("components",))
+    return merged, lines
+
+
+def _outside_components(lines: dict[KeyPath, Any]) -> dict[KeyPath, Any]:
+    return {key: at for key, at in lines.items() if key[:1] != ("components",)}
+
+
+def _load_located(path: Path, chain: tuple[Path, ...] = ()) -> tuple[Located, tuple[Path, ...]]:
+    """The mixture file's mapping with its `extends:` chain applied; (located data, base files nearest first)."""
+    path = path.resolve()
+    if path in chain:
+        cycle = " -> ".join(str(p) for p in (*chain, path))
+        raise SpecError([SpecIssue(str(path), 0, "extends", f"circular extends: {cycle}")])
     try:
         located = load_located(path)
     except SpecYamlError as exc:
-        raise SpecError([SpecIssue(str(path), 0, "", str(exc))]) from None
+        raise SpecError([SpecIssue(str(path), exc.line, exc.key, str(exc))]) from None
     if not isinstance(located.data, dict):
         raise SpecError([SpecIssue(str(path), 1, "", "a mixture file is a mapping of keys")])
+    located.data.setdefault("name", path.stem)  # never inherited: a mixture is known by its own name
+    if "extends" not in located.data:
+        return located, ()
+    base_path = _base_file(located, path)
+    del located.data["extends"]
+    base, bases = _load_located(base_path, (*chain, path))
+    own = dict(located.data)
+    patches = own.pop("components", None)
+    if patches is not None and not isinstance(patches, list | dict):
+        raise SpecError([SpecIssue(*located.where(("components",)), "components",
+                                   "a list (replaces the base's components) or a mapping by component name "
+                                   "(changes those components)")])
+    data = merge_overrides(base.data, own)
+    if patches is None:
+        lines = {**base.lines, **located.lines}
+    elif isinstance(patches, list):
+        data["components"] = patches
+        lines = _outside_components(base.lines) | located.lines
+    else:
+        data["components"], component_lines = _components_by_name(base, located)
+        lines = _outside_components(base.lines) | _outside_components(located.lines) | component_lines
+    return Located(data, lines), (base_path, *bases)
+
+
+def load_mixture(name_or_path: str | Path) -> Mixture:
+    """A mixture by name on the search path (`sft_step1`, or a user folder's `mixtures/NAME.yaml`) or by path to a
+    YAML file; `extends:` applied; SpecError names file, line and key path.
+
+    `extends: NAME` (or a relative `FILE.yaml`) starts from that mixture: mappings merge key by key, lists and
+    scalars replace, except `components`, which a list replaces and a mapping patches by component name (`{name:
+    {share: 0.2}}` changes one key, `{name: null}` removes a component, a new name adds one). `name` is never
+    inherited: it defaults to the file's stem, and a mixture found by name must carry that name.
+    """
+    path = Path(name_or_path)
+    by_name = not path.is_file()
+    if by_name:
+        path = _find(str(name_or_path))
+    located, bases = _load_located(path)
+    if by_name and located.data.get("name") != path.stem:
+        file, line = located.where(("name",))
+        raise SpecError([SpecIssue(file, line, "name", f"mixture {located.data.get('name')!r} is in {path.name}: "
+                                                       f"a mixture found by name carries its file's name "
+                                                       f"({path.stem!r})")])
     try:
         mixture = Mixture.model_validate(located.data)
     except ValidationError as exc:
         raise SpecError(_issues(located, exc)) from None
     mixture._source = str(path)
+    mixture._bases = tuple(str(b) for b in bases)
     mixture._lines = located.lines
     return mixture
 
