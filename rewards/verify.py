@@ -29,7 +29,7 @@ _LATEX_NOISE = regex.compile(r"\\left|\\right|\\[,;:! ]|\\displaystyle|\s+")
 _TEXT = regex.compile(r"\\(?:text|mathrm|textbf|mbox)\s*\{([^{}]*)\}")
 _FRAC = regex.compile(r"^(-?)\\[dt]?frac\{(-?\d+)\}\{(-?\d+)\}$")
 _SLASH = regex.compile(r"^(-?\d+)/(-?\d+)$")
-_DECIMAL = regex.compile(r"^[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d{1,3})?$")
+_DECIMAL = regex.compile(r"^[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d{1,3})?$")
 _THOUSANDS = regex.compile(r"^[-+]?\d{1,3}(?:,\d{3})+(?:\.\d+)?$")
 
 
