@@ -32,7 +32,7 @@ _BULLET = regex.compile(r"^\s*(?:[-*•·]|\d{1,3}[.)、])\s+")
 _QUOTES = "\"'“”‘’「」『』`"
 _BOXED = regex.compile(r"\\boxed\{([^{}]*)\}")
 _HASHES = regex.compile(r"####\s*([^\n]+)")
-_NUMBER = regex.compile(r"[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:[eE][-+]?\d+)?|[-+]?\.\d+")
+_NUMBER = regex.compile(r"[-+]?\d++/\d++(?!\.\d)|[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:[eE][-+]?\d+)?|[-+]?\.\d+")
 _FRACTION = regex.compile(r"^([-+]?\d+)\s*/\s*(\d+)$")
 _CLOSERS = {"]": "[", "}": "{"}
 
@@ -123,18 +123,25 @@ def extract_code(text: str) -> str:
     return fences[0].group(2) if fences else text
 
 
+def _fraction_value(text: str) -> float | None:
+    fraction = _FRACTION.match(text)
+    if not fraction:
+        return None
+    denominator = int(fraction.group(2))
+    return int(fraction.group(1)) / denominator if denominator else None
+
+
 def parse_number(text: str) -> float | None:
-    """A number: inside `\\boxed{}`, after `####`, the whole text, or else the last number in the text."""
+    """A number: inside `\\boxed{}`, after `####`, the whole text, or else the last number (or fraction) in the
+    text; trailing punctuation and wrappers are the shared answer normaliser's ("3/4。" is 3/4)."""
     for pattern in (_BOXED, _HASHES):
         hits = pattern.findall(text)
         if hits:
             text = hits[-1]
             break
-    cleaned = text.strip().replace("−", "-").replace(",", "").rstrip("%").strip()
-    fraction = _FRACTION.match(cleaned)
-    if fraction:
-        denominator = int(fraction.group(2))
-        return int(fraction.group(1)) / denominator if denominator else None
+    cleaned = clean_answer(text).replace("−", "-").replace(",", "").rstrip("%").strip()
+    if _FRACTION.match(cleaned):
+        return _fraction_value(cleaned)
     try:
         return _finite(float(cleaned))
     except ValueError:
@@ -142,8 +149,11 @@ def parse_number(text: str) -> float | None:
     numbers = _NUMBER.findall(text.replace("−", "-"))
     if not numbers:
         return None
+    last = numbers[-1].replace(",", "")
+    if "/" in last:
+        return _fraction_value(last)
     try:
-        return _finite(float(numbers[-1].replace(",", "")))
+        return _finite(float(last))
     except ValueError:
         return None
 
