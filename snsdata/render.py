@@ -8,12 +8,13 @@ from typing import Any
 
 from jinja2 import TemplateError
 
+from snsdata.spec.errors import InvalidInput
 from snsdata.spec.models import TaskSpec
 
 Message = dict[str, str]
 
 
-class RenderError(ValueError):
+class RenderError(InvalidInput):
     """A record the templates cannot render (names the task and record)."""
 
 

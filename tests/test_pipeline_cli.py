@@ -93,20 +93,20 @@ def test_train_quality_command(files: dict[str, Path]) -> None:
 def test_bad_inputs_give_clear_errors(files: dict[str, Path]) -> None:
     out = files["dir"] / "o.parquet"
     code, output = _invoke("dedup", files["dir"] / "missing.parquet", "--out", out)
-    assert code == 2 and "missing.parquet: file not found" in output
+    assert code == 1 and "missing.parquet: file not found" in output
     code, output = _invoke("dedup", files["parquet"], "--out", out, "--text-column", "body")
-    assert code == 2 and "no column 'body'" in output and "id, text, likes" in output
+    assert code == 1 and "no column 'body'" in output and "id, text, likes" in output
     broken = files["dir"] / "broken.jsonl"
     broken.write_text('{"text": "fine"}\n{"text": "fine too"}\n{"text": oops}\n', encoding="utf-8")
     code, output = _invoke("filter", broken, "--out", out)
-    assert code == 2 and "broken.jsonl:3: not valid JSON" in output
+    assert code == 1 and "broken.jsonl:3: not valid JSON" in output
     config = files["dir"] / "bad.yaml"
     config.write_text("- {step: length, min_chars: 5, colour: red}\n", encoding="utf-8")
     code, output = _invoke("filter", files["parquet"], "--out", out, "--config", config)
-    assert code == 2 and "bad.yaml:1: 0.colour: unknown key" in output
+    assert code == 1 and "bad.yaml:1: 0.colour: unknown key" in output
     code, output = _invoke("dedup", files["dir"] / "posts.csv", "--out", out)
-    assert code == 2 and "posts.csv" in output
+    assert code == 1 and "posts.csv" in output
     numeric = files["dir"] / "numeric.parquet"
     pl.DataFrame({"text": [1, 2]}).write_parquet(numeric)
     code, output = _invoke("dedup", numeric, "--out", out)
-    assert code == 2 and "holds Int64, not text" in output
+    assert code == 1 and "holds Int64, not text" in output

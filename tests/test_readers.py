@@ -105,7 +105,7 @@ def test_jsonl_bad_lines_and_missing_fields_go_to_rejects(tmp_path: Path) -> Non
     rejects = result.rejects.sort("source")
     assert rejects.height == 3
     assert rejects["source"].to_list() == [f"{tmp_path}/d.jsonl:{n}" for n in (2, 3, 4)]
-    assert "invalid JSON" in rejects["reason"][0] and "not a JSON object" in rejects["reason"][1]
+    assert "not valid JSON" in rejects["reason"][0] and "not a JSON object" in rejects["reason"][1]
     assert rejects["reason"][2] == "missing or null field(s): label"
     assert json.loads(rejects["row"][2]) == {"text": "b", "label": None}
     assert result.counts["train"] == {"read": 5, "rejected": 3, "excluded": 0, "kept": 2}
@@ -202,7 +202,7 @@ def test_every_reader_kind_has_a_parser() -> None:
 def test_invalid_json_list_names_line(tmp_path: Path) -> None:
     (tmp_path / "d.json").write_text('[\n{"text": "a", "label": "x"},\n{"text": }\n]')
     spec = spec_for(tmp_path, "  reader: json\n  splits: {train: d.json}\n  fields: [text, label]")
-    with pytest.raises(SourceError, match=r"d.json:3: invalid JSON"):
+    with pytest.raises(SourceError, match=r"d.json:3: not valid JSON"):
         read_task(spec, tmp_path)
 
 
@@ -212,3 +212,34 @@ def test_label_map_file_with_extra_columns(tmp_path: Path) -> None:
     (tmp_path / "mapping.txt").write_text("0\t❤\t_red_heart_\n1\t😂\t_face_with_tears_of_joy_\n")
     spec = spec_for(tmp_path, "  reader: tweeteval\n  splits: {train: t}\n  label_maps: {label: {file: mapping.txt}}")
     assert read_task(spec, tmp_path).frame.collect()["label"].to_list() == ["❤", "😂"]
+
+
+@pytest.mark.parametrize(("name", "reader", "body"), [
+    ("d.jsonl", "jsonl", "\ufeff" + "".join(f'{{"text": "t{i % 7}", "label": "x"}}\n' for i in range(50))),
+    ("d.json", "json", json.dumps([{"text": f"t{i % 7}", "label": "x"} for i in range(50)], indent=1)),
+    ("d.csv", "csv", "text,label\n" + "".join(f"t{i % 7},x\n" for i in range(50))),
+])
+def test_streamed_batches_equal_the_whole_read_and_report_progress(tmp_path: Path, name: str, reader: str,
+                                                                   body: str) -> None:
+    from snsdata.readers import iter_task, read_work
+
+    (tmp_path / name).write_text(body, encoding="utf-8")
+    spec = spec_for(tmp_path, f"  reader: {reader}\n  splits: {{train: {name}}}\n  fields: [text, label]")
+    reported: list[int] = []
+    batches = list(iter_task(spec, tmp_path, batch_rows=8, progress=reported.append))
+    assert len(batches) == 7
+    whole = read_task(spec, tmp_path).frame.collect()
+    assert pl.concat([b.frame for b in batches]).equals(whole)
+    assert whole["record_id"].n_unique() == 50 and whole["record_id"][7] == f"{whole['record_id'][0]}-1"
+    assert sum(reported) == read_work(spec, tmp_path)
+
+
+def test_parquet_progress_adds_up_to_the_file_size(tmp_path: Path) -> None:
+    from snsdata.readers import iter_task, read_work
+
+    pl.DataFrame({"text": [f"t{i}" for i in range(30)], "label": ["x"] * 30}).write_parquet(
+        tmp_path / "d.parquet", row_group_size=7)
+    spec = spec_for(tmp_path, "  reader: parquet\n  splits: {train: d.parquet}\n  fields: [text, label]")
+    reported: list[int] = []
+    rows = sum(b.frame.height for b in iter_task(spec, tmp_path, batch_rows=4, progress=reported.append))
+    assert rows == 30 and sum(reported) == read_work(spec, tmp_path)

@@ -35,6 +35,7 @@ from snsdata.build.sampling import allocate, balance, draw
 from snsdata.build.splits import EVAL, LEAK, TRAIN, assign_splits
 from snsdata.readers import DataNotFound, SourceError, data_found, default_data_root, read_task
 from snsdata.spec import SpecError, TaskSpec, load_catalogue
+from snsdata.spec.errors import InvalidInput
 from snsdata.spec.mixture import (
     EMPTY_TARGET,
     Component,
@@ -46,7 +47,7 @@ from snsdata.spec.mixture import (
 from snsdata.spec.models import GeneratedSource
 
 
-class BuildError(ValueError):
+class BuildError(InvalidInput):
     """A build that cannot run as asked (a named task without data, a bad input file); says what to do."""
 
 

@@ -10,12 +10,15 @@ from typing import Any
 
 import polars as pl
 
+from snsdata.spec.errors import InvalidInput
+from snsdata.spec.jsonl import JsonlError, read_jsonl
+
 SOFT_LABEL_COLUMNS = {"task_id": pl.String, "record_id": pl.String, "prompt_hash": pl.String,
                       "completion": pl.String, "truncated": pl.Boolean, "reward": pl.Float64, "_line": pl.Int64}
 PROVENANCE_KEYS = ("schema", "model", "model_fingerprint", "engine", "mixture", "generation")
 
 
-class InputFileError(ValueError):
+class InputFileError(InvalidInput):
     """A diagnosis or soft-label file that does not follow its schema; the message names file and line."""
 
 
@@ -25,6 +28,14 @@ def sha256_file(path: Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def _jsonl_rows(path: Path, objects: bool = False) -> list[tuple[int, Any]]:
+    """The file's lines through the project's one JSONL reader; a bad line is an InputFileError naming it."""
+    try:
+        return read_jsonl(path, objects=objects)
+    except JsonlError as exc:
+        raise InputFileError(str(exc)) from None
 
 
 @dataclass(frozen=True)
@@ -82,17 +93,7 @@ def read_soft_labels(path: str | Path) -> SoftLabels:
     """
     path = Path(path)
     rows, provenance, unusable, parsed = [], [], {"truncated": 0, "empty_completion": 0}, 0
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as exc:
-        raise InputFileError(f"{path}: cannot read: {exc}") from None
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            item = json.loads(line)
-        except ValueError as exc:
-            raise InputFileError(f"{path}:{number}: not a JSON line: {exc}") from None
+    for number, item in _jsonl_rows(path):
         if not isinstance(item, dict) or not isinstance(item.get("task_id"), str) \
                 or not isinstance(item.get("completion"), str):
             raise InputFileError(f"{path}:{number}: a soft-label row needs string `task_id` and `completion`")
@@ -134,14 +135,7 @@ def read_pairs(path: str | Path) -> pl.DataFrame:
     if path.suffix == ".parquet":
         rows = pl.read_parquet(path).to_dicts()
     else:
-        rows = []
-        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                rows.append(json.loads(line))
-            except ValueError as exc:
-                raise InputFileError(f"{path}:{number}: not a JSON line: {exc}") from None
+        rows = [row for _, row in _jsonl_rows(path, objects=True)]
     out = []
     for number, row in enumerate(rows, start=1):
         missing = [k for k in ("task_id", "record_id", "prompt", "chosen", "rejected") if row.get(k) is None]

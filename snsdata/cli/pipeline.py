@@ -23,7 +23,7 @@ console = Console(stderr=True)
 
 def _fail(message: str) -> typer.Exit:
     console.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
-    return typer.Exit(code=2)
+    return typer.Exit(code=1)  # invalid input (snsdata.cli.app: 2 is for usage errors)
 
 
 @contextmanager

@@ -13,6 +13,8 @@ from typing import Any
 import polars as pl
 
 from snsdata.build import prompt_hash as build_prompt_hash
+from snsdata.spec.errors import InvalidInput
+from snsdata.spec.jsonl import JsonlError, read_jsonl
 
 LOG_SCHEMA: dict[str, pl.DataType] = {
     "task_id": pl.String(),
@@ -38,7 +40,7 @@ ALIASES: dict[str, tuple[str, ...]] = {
 _JSON_COLUMNS = ("record", "extra_info", "prompt", "messages")
 
 
-class LogError(ValueError):
+class LogError(InvalidInput):
     """A log that cannot be read into `LOG_SCHEMA`; the message names the file and the missing piece."""
 
 
@@ -65,26 +67,36 @@ def completion_text(value: Any) -> str:
     return "" if value is None else str(value)
 
 
-def _first_keys(path: Path) -> set[str]:
-    with path.open(encoding="utf-8") as handle:
-        for line in handle:
-            if line.strip():
-                return set(json.loads(line))
-    return set()
+def _jsonl_frame(path: Path) -> pl.DataFrame:
+    """A JSONL log through the project's one JSONL reader (a bad line is an error naming it). JSON objects and
+    lists in the record and prompt columns stay JSON text, so records of different tasks never merge their keys."""
+    try:
+        rows = [value for _, value in read_jsonl(path)]
+    except JsonlError as exc:
+        raise LogError(str(exc)) from None
+    if not rows:
+        return pl.DataFrame()
+    for row in rows:
+        for name in _JSON_COLUMNS:
+            value = row.get(name)
+            if isinstance(value, dict | list):
+                row[name] = json.dumps(value, ensure_ascii=False)
+    try:
+        return pl.DataFrame(rows, infer_schema_length=None)
+    except (pl.exceptions.PolarsError, TypeError, ValueError) as exc:
+        raise LogError(f"{path}: rows do not share one shape: {str(exc).splitlines()[0]}") from None
 
 
 def _read_raw(path: Path) -> pl.DataFrame:
     if not path.is_file():
         raise LogError(f"{path}: no such file")
     if path.suffix == ".parquet":
-        return pl.read_parquet(path)
+        try:
+            return pl.read_parquet(path)
+        except (pl.exceptions.PolarsError, OSError) as exc:
+            raise LogError(f"{path}: cannot read Parquet: {str(exc).splitlines()[0]}") from None
     if path.suffix in (".jsonl", ".ndjson", ".json"):
-        keys = _first_keys(path)
-        # JSON objects in these columns become JSON text, so records of different tasks never merge their keys.
-        overrides = {name: pl.String() for name in _JSON_COLUMNS if name in keys}
-        if not keys:
-            return pl.DataFrame()
-        return pl.read_ndjson(path, schema_overrides=overrides, infer_schema_length=None)
+        return _jsonl_frame(path)
     raise LogError(f"{path}: expected a .parquet or .jsonl log")
 
 

@@ -20,6 +20,8 @@ from snsdata.build import PAIR_COLUMNS, Prepared, prepare
 from snsdata.build.formats import MESSAGES, record_json
 from snsdata.loop.logs import fill_task_ids, prompt_hash, read_log
 from snsdata.spec import TaskSpec
+from snsdata.spec.errors import InvalidInput
+from snsdata.spec.jsonl import read_jsonl
 
 SKIP_SCHEMA = {"task_id": pl.String, "record_id": pl.String, "reason": pl.String}
 """Predictions or annotations that made no pair, and why (the build may count them in its manifest)."""
@@ -139,13 +141,10 @@ def read_annotations(path: str | Path) -> pl.DataFrame:
     """An annotation file: JSONL rows with `record_id` or `prompt` (text or messages), `chosen`, `rejected`, and
     optionally `task_id` (needed with a bare prompt that the build does not hold)."""
     rows = []
-    for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        row = json.loads(line)
+    for number, row in read_jsonl(path):
         missing = [key for key in ("chosen", "rejected") if not isinstance(row.get(key), str)]
         if missing or (row.get("record_id") is None and row.get("prompt") is None):
-            raise ValueError(f"{path}:{number}: an annotation needs `record_id` or `prompt`, and `chosen` and "
+            raise InvalidInput(f"{path}:{number}: an annotation needs `record_id` or `prompt`, and `chosen` and "
                              f"`rejected` as text (missing or not text: {missing or ['record_id/prompt']})")
         prompt = row.get("prompt")
         rows.append({"task_id": row.get("task_id"), "record_id": row.get("record_id"),

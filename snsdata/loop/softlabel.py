@@ -23,6 +23,8 @@ from typing import Any, Protocol
 import polars as pl
 
 from snsdata.spec import TaskSpec
+from snsdata.spec.errors import InvalidInput
+from snsdata.spec.jsonl import iter_lines
 
 SOFT_LABEL_SCHEMA = "snsdata.soft_labels/1"
 
@@ -156,13 +158,10 @@ def soft_label_rows(path: str | Path, repair: bool = False) -> list[dict[str, An
     data = path.read_bytes()
     end = data.rfind(b"\n") + 1
     rows = []
-    for number, line in enumerate(data[:end].splitlines(), start=1):
-        if line.strip():
-            try:
-                rows.append(json.loads(line))
-            except ValueError:
-                raise ValueError(f"{path}:{number}: not a JSON line; the file is damaged beyond a torn last "
-                                 "line") from None
+    for line in iter_lines(data[:end].splitlines(keepends=True)):
+        if line.error is not None:
+            raise InvalidInput(f"{path}:{line.number}: {line.error}; the file is damaged beyond a torn last line")
+        rows.append(line.value)
     if repair and end < len(data):
         with path.open("r+b") as handle:
             handle.truncate(end)

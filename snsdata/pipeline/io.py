@@ -3,7 +3,6 @@ file, the line or the column instead of a traceback."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from types import TracebackType
 from typing import BinaryIO
@@ -11,11 +10,14 @@ from typing import BinaryIO
 import polars as pl
 import pyarrow.parquet as pq
 
+from snsdata.spec.errors import InvalidInput
+from snsdata.spec.jsonl import iter_jsonl, json_type
+
 PARQUET = {".parquet", ".pq"}
 JSONL = {".jsonl", ".ndjson", ".json"}
 
 
-class InputError(ValueError):
+class InputError(InvalidInput):
     """A problem with a user's file: missing, unreadable, without the text column."""
 
 
@@ -35,17 +37,11 @@ def _kind(path: Path) -> str:
 
 def first_bad_json_line(path: Path) -> str | None:
     """Where a JSONL file stops being one JSON object per line (read only after a failure)."""
-    with path.open("rb") as handle:
-        for number, raw in enumerate(handle, start=1):
-            line = raw.strip()
-            if not line:
-                continue
-            try:
-                value = json.loads(line)
-            except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-                return f"{path}:{number}: not valid JSON ({exc})"
-            if not isinstance(value, dict):
-                return f"{path}:{number}: expected a JSON object, got {type(value).__name__}"
+    for line in iter_jsonl(path):
+        if line.error is not None:
+            return f"{path}:{line.number}: {line.error}"
+        if not isinstance(line.value, dict):
+            return f"{path}:{line.number}: expected a JSON object, got {json_type(line.value)}"
     return None
 
 

@@ -220,8 +220,10 @@ def _read_texts(spec: dict[str, Any], root: Path) -> list[str]:
     else:
         source = TableSource(reader=reader, splits={"all": spec["path"]}, fields=[column])
     frame = PARSERS[reader](path, source).frame.collect()
-    if spec.get("where"):
-        frame = frame.filter(pl.sql_expr(spec["where"]))
+    if spec.get("where"):  # the spec's column expression, never SQL
+        from snsdata.spec.where import where_expression
+
+        frame = frame.filter(where_expression(spec["where"], frame.columns))
     return [t for t in frame[column].cast(pl.String).to_list() if t]
 
 

@@ -13,8 +13,10 @@ from typing import Any
 from jinja2 import TemplateSyntaxError
 from pydantic import ValidationError
 
+from snsdata.spec.errors import InvalidInput
 from snsdata.spec.models import TaskSpec
-from snsdata.spec.templating import environment, template_variables
+from snsdata.spec.templating import environment, template_limit_issues, template_variables
+from snsdata.spec.where import WhereError, check_fields, parse_where
 from snsdata.spec.yaml_loader import KeyPath, Located, SpecYamlError, load_located
 
 MIXTURES_DIR = "mixtures"
@@ -32,7 +34,7 @@ class SpecIssue:
         return f"{where}: {self.key_path or '<root>'}: {self.message}"
 
 
-class SpecError(ValueError):
+class SpecError(InvalidInput):
     """One or more problems in spec files, each naming file, line and key path."""
 
     def __init__(self, issues: list[SpecIssue]):
@@ -163,6 +165,7 @@ def _template_issues(spec: TaskSpec, located: Located) -> list[SpecIssue]:
             issues.append(SpecIssue(file, line, _dotted(key_path),
                                     f"template uses {missing}, which the source does not provide "
                                     f"(provided: {sorted(spec.template_fields)})"))
+        issues.extend(SpecIssue(file, line, _dotted(key_path), problem) for problem in template_limit_issues(text))
     return issues
 
 
@@ -179,12 +182,21 @@ def _field_reference_issues(spec: TaskSpec, located: Located) -> list[SpecIssue]
         refs[("reward", "tests_field")] = reward.tests_field
         refs[("reward", "entry_point_field")] = reward.entry_point_field
         refs[("reward", "prompt_field")] = reward.prompt_field
+    for index, declared in enumerate(spec.source.known_bad):
+        for key in declared.match or {}:
+            refs[("source", "known_bad", index, "match", key)] = key
     issues = []
     for key_path, name in refs.items():
         if name is not None and name not in fields:
             file, line = located.where(key_path)
             issues.append(SpecIssue(file, line, _dotted(key_path),
                                     f"field {name!r} is not provided by the source (provided: {sorted(fields)})"))
+    if spec.source.where is not None:
+        try:
+            check_fields(parse_where(spec.source.where), fields)
+        except WhereError as exc:
+            file, line = located.where(("source", "where"))
+            issues.append(SpecIssue(file, line, "source.where", str(exc)))
     return issues
 
 

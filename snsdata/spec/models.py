@@ -5,12 +5,13 @@ from __future__ import annotations
 from functools import cached_property
 from typing import Annotated, Any, Literal
 
-import polars as pl
 from jinja2 import Template
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from snsdata.spec.reward import RewardSpec
 from snsdata.spec.templating import environment
+from snsdata.spec.where import DESCRIPTION as WHERE_DESCRIPTION
+from snsdata.spec.where import WhereError, parse_where
 
 Capability = Literal[
     "content_understanding",
@@ -45,27 +46,70 @@ class LabelMap(_Strict):
         return self
 
 
+def _where_parses(value: str | None) -> str | None:
+    if value is not None:
+        try:
+            parse_where(value)
+        except WhereError as exc:
+            raise ValueError(f"invalid `where`: {exc}") from None
+    return value
+
+
+Scalar = str | int | float | bool
+
+
+class Prefix(_Strict):
+    """Matches a text field that starts with this text (e.g. the first words of a note)."""
+
+    prefix: str = Field(min_length=1)
+
+
+class Contains(_Strict):
+    """Matches a text field that contains this text anywhere."""
+
+    contains: str = Field(min_length=1)
+
+
+class KnownBad(_Strict):
+    """A record of the source that is known to be wrong and cannot be fixed here (a benchmark's own error).
+
+    It is kept when the task is evaluated (the benchmark scores it as it is), left out of training and RL rows
+    with `reason` in the rejects (step `known_bad`), and reported as known by `snsdata validate`. Identify it by
+    `match` (field values as the templates see them: a stable key that survives a change of the id hashing)
+    and/or `record_id` (the id snsdata computes today, without a `-N` duplicate suffix); a record that either
+    identifies is declared.
+    """
+
+    reason: str = Field(min_length=1)
+    match: dict[str, Scalar | Prefix | Contains] | None = Field(default=None, min_length=1)
+    """Field -> the value it equals, `{prefix: text}` it starts with or `{contains: text}`; every entry must
+    hold."""
+    record_id: str | None = Field(default=None, pattern=r"^[0-9a-f]{16}$")
+
+    @model_validator(mode="after")
+    def _identified(self) -> KnownBad:
+        if self.match is None and self.record_id is None:
+            raise ValueError("a known-bad record is identified by `match` (field values) and/or `record_id`")
+        return self
+
+
 class _SourceBase(_Strict):
     splits: dict[str, str | list[str]] = Field(min_length=1)
     """Split name -> path(s) relative to the data root."""
-    where: str | None = None
-    """Row selection as a SQL expression over the fields, e.g. `src_lang = 'zh'`."""
+    where: str | None = Field(default=None, description=WHERE_DESCRIPTION)
+    """Row selection: a column expression over the fields (snsdata.spec.where; docs/writing_a_task.md)."""
     label_maps: dict[str, LabelMap] = Field(default_factory=dict)
     availability: Availability = "local"
     origin: str | None = None
     """Where the public data lives (repository, paper, licence)."""
     example: dict[str, Any] | None = None
     """A hand-written record in the expected schema, for public or user-supplied data."""
+    known_bad: list[KnownBad] = Field(default_factory=list, description=(
+        "Records of the source known to be wrong (a benchmark's own errors): kept when the task is evaluated, left "
+        "out of training and RL rows with their reason in the rejects (step `known_bad`), listed as known by "
+        "`snsdata validate`. Each: {reason, match: {field: value | {prefix: text} | {contains: text}}, record_id}."))
 
-    @field_validator("where")
-    @classmethod
-    def _where_parses(cls, value: str | None) -> str | None:
-        if value is not None:
-            try:
-                pl.sql_expr(value)
-            except Exception as exc:
-                raise ValueError(f"`where` is not a valid SQL expression: {exc}") from None
-        return value
+    _check_where = field_validator("where")(_where_parses)
 
     def provided_fields(self) -> set[str]:
         raise NotImplementedError
@@ -122,10 +166,17 @@ class GeneratedSource(_Strict):
     """Split name -> number of records to generate (deterministic per split and seed)."""
     fields: list[str] = Field(min_length=1)
     label_maps: dict[str, LabelMap] = Field(default_factory=dict)
-    where: str | None = None
+    where: str | None = Field(default=None, description=WHERE_DESCRIPTION)
+    """Row selection over the generated fields, the same column expression as a file source's `where`."""
     availability: Availability = "generated"
     origin: str | None = None
     example: dict[str, Any] | None = None
+    known_bad: list[KnownBad] = Field(default_factory=list, description=(
+        "Records of the source known to be wrong (a benchmark's own errors): kept when the task is evaluated, left "
+        "out of training and RL rows with their reason in the rejects (step `known_bad`), listed as known by "
+        "`snsdata validate`. Each: {reason, match: {field: value | {prefix: text} | {contains: text}}, record_id}."))
+
+    _check_where = field_validator("where")(_where_parses)
 
     def provided_fields(self) -> set[str]:
         return set(self.fields)

@@ -67,7 +67,11 @@ def _walk(node: yaml.Node, path: KeyPath, file: str, out: dict[KeyPath, tuple[st
 
 def load_located(path: Path) -> Located:
     """Parse one YAML file into data plus key-path line numbers."""
-    text = path.read_text(encoding="utf-8")
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SpecYamlError(f"not valid UTF-8 (byte {exc.start + 1})", data[:exc.start].count(b"\n") + 1) from None
     try:
         node = yaml.compose(text, Loader=_UniqueKeyLoader)
         data = yaml.load(text, Loader=_UniqueKeyLoader)
