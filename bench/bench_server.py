@@ -3,8 +3,11 @@
 Both sides score the same 1,024-row batches of a stage-1 build (gold answers, other rows' answers of the same task,
 and noise, drawn with a seed). In-process: `TaskScorers.score` called batch after batch in this process, as a
 trainer calling its reward inline would. Server: `snsdata.backends.server` in a child process with N scoring
-workers, posted to over keep-alive HTTP by 1 and by C concurrent clients. One warm-up batch per side is left out
-(it starts the sandbox workers of the code tasks). Reports requests/s, rows/s and p50/p99 latency per request.
+workers (and one sandbox worker for the code task), posted to over keep-alive HTTP by 1 and by C concurrent clients;
+twice: with the sandbox pool at its default CPU weight (an eighth of an ordinary group's) and at a full one
+(`--sandbox-cpu-weight 1`), which shows what the sandbox's low priority costs when other processes keep the CPUs
+busy. One warm-up batch per server is left out (it starts the sandboxes). Reports requests/s, rows/s and p50/p99
+latency per request.
 
 Run from the repository root: `python bench/bench_server.py [--build DIR] [--requests N] [--workers N] [--json]`;
 without `--build` it builds `stage1` from the shipped samples into a temporary directory first.
@@ -20,6 +23,7 @@ import re
 import signal
 import statistics
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -78,9 +82,10 @@ def in_process(build: Path, work: list[list[dict[str, Any]]]) -> dict[str, float
     return summary(latencies, time.perf_counter() - started, BATCH * len(latencies))
 
 
-def start_server(build: Path, workers: int) -> tuple[subprocess.Popen, str, int]:
+def start_server(build: Path, workers: int, sandbox_weight: float) -> tuple[subprocess.Popen, str, int]:
     """`snsdata serve-rewards` on a free loopback port, read from the line it prints once it is ready."""
-    command = ["snsdata", "serve-rewards", "--build", str(build), "--port", "0", "--workers", str(workers)]
+    command = [sys.executable, "-m", "snsdata", "serve-rewards", "--build", str(build), "--port", "0", "--workers",
+               str(workers), "--sandbox-cpu-weight", str(sandbox_weight)]
     child = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
     for line in child.stdout:
         found = re.search(r"http://([\d.]+):(\d+)", line)
@@ -136,32 +141,34 @@ def main() -> None:
         build = args.build
         if build is None:
             build = Path(tmp) / "stage1"
-            subprocess.run(["snsdata", "build", "--mixture", "stage1", "--out", str(build)], check=True,
-                           capture_output=True)
+            subprocess.run([sys.executable, "-m", "snsdata", "build", "--mixture", "stage1", "--out", str(build)],
+                           check=True, capture_output=True)
         work = batches(build, args.requests + 1)
         bodies = [json.dumps({"items": batch}, ensure_ascii=False).encode() for batch in work]
         result: dict[str, Any] = {"build": str(args.build or "stage1 (shipped samples)"), "batch_rows": BATCH,
                                   "request_mb": round(statistics.mean(len(b) for b in bodies) / 2**20, 2),
                                   "tasks": len(read_specs(build)), "in_process": in_process(build, work)}
-        child, host, port = start_server(build, args.workers)
-        try:
-            connection = http.client.HTTPConnection(host, port, timeout=600)
-            post(connection, bodies[0])  # warm-up
-            connection.close()
-            result[f"server_{args.workers}w_1client"] = over_http(host, port, bodies[1:], 1)
-            result[f"server_{args.workers}w_{args.clients}clients"] = over_http(host, port, bodies[1:], args.clients)
-        finally:
-            child.send_signal(signal.SIGINT)  # the CLI shuts its pool down cleanly on Ctrl-C
-            child.wait()
+        for weight in (0.125, 1.0):
+            child, host, port = start_server(build, args.workers, weight)
+            try:
+                connection = http.client.HTTPConnection(host, port, timeout=600)
+                post(connection, bodies[0])  # warm-up
+                connection.close()
+                name = f"server_{args.workers}w_sandbox{weight:g}"
+                result[f"{name}_1client"] = over_http(host, port, bodies[1:], 1)
+                result[f"{name}_{args.clients}clients"] = over_http(host, port, bodies[1:], args.clients)
+            finally:
+                child.send_signal(signal.SIGINT)  # the CLI stops its pools cleanly
+                child.wait()
 
     if args.json:
         print(json.dumps(result, indent=1))
         return
     print(f"{result['build']}: {result['tasks']} tasks, {BATCH}-row batches, {result['request_mb']} MB per request")
-    print(f"{'':24} {'req/s':>7} {'rows/s':>8} {'p50 ms':>8} {'p99 ms':>8}")
+    print(f"{'':36} {'req/s':>7} {'rows/s':>8} {'p50 ms':>8} {'p99 ms':>8}")
     for name, figures in result.items():
         if isinstance(figures, dict):
-            print(f"{name:24} {figures['requests_per_s']:>7} {figures['rows_per_s']:>8} {figures['p50_ms']:>8} "
+            print(f"{name:36} {figures['requests_per_s']:>7} {figures['rows_per_s']:>8} {figures['p50_ms']:>8} "
                   f"{figures['p99_ms']:>8}")
 
 

@@ -661,10 +661,24 @@ def native_roots(job_root: str) -> tuple[str, ...]:
     return tuple(sorted(roots))
 
 
+def _keep_niceness_in_autogroup() -> None:
+    """`setsid()` starts a new autogroup, whose CPU share ignores the process's nice value; carry a niced
+    worker's niceness over (allowed unprivileged), so a niced sandbox pool stays behind cheap rewards on hosts
+    without cgroups."""
+    nice = os.getpriority(os.PRIO_PROCESS, 0)
+    if nice > 0:
+        try:
+            with open("/proc/self/autogroup", "w", encoding="ascii") as autogroup:
+                autogroup.write(str(min(nice, 19)))
+        except OSError:
+            pass  # no autogroups on this kernel
+
+
 def _lock_down(fds: tuple[int, ...], workdir: str, uid: int | None, limits: dict, nproc_base: int) -> None:
     """In a forked child: own session, only `fds` (as 0, 1, 2, ...), a scrubbed environment in `workdir`,
     rlimits, and `uid` (when the worker is root), checked to be irrevocable."""
     os.setsid()
+    _keep_niceness_in_autogroup()
     high = [_dup_high(fd) for fd in fds]
     for target, fd in enumerate(high):
         os.dup2(fd, target)

@@ -15,6 +15,9 @@ _CATALOGUES: dict[tuple, dict[str, TaskSpec]] = {}
 _SCORERS: dict[tuple[int, str], tuple[TaskSpec, Scorer]] = {}
 """(id(spec), compat) -> (spec, scorer); holding the spec keeps its id from being reused while cached."""
 MAX_CACHED_SCORERS = 256
+READ_AS_REWARD = ("label", "labels")
+"""Benchmark formats whose fixed-mode evaluation reads each answer with the task's reward parser (the shared
+answer normaliser, the spec's case rule, one label only) before the benchmark's metric counts it."""
 
 
 def catalogue() -> dict[str, TaskSpec]:
@@ -66,8 +69,10 @@ def evaluate(task_id: str, records: Sequence[Mapping[str, Any]], predictions: Se
 
     Benchmark tasks (`eval.official`) report the benchmark's own metrics on its 0-100 scale through
     `snsdata.rewards.official.evaluate_benchmark` (compat "official": as published, bugs included; "fixed": bugs
-    removed), plus, in fixed mode, the reward summary. Other tasks report the reward summary (`n`,
-    `mean_reward`, `full_marks_rate`, `parse_rate`, `gold_parse_rate`) and their format's corpus metrics, 0-1.
+    removed, and label and list answers read by the task's reward parser first, so that fixed-mode evaluation
+    and the RL reward agree on every answer), plus, in fixed mode, the reward summary. Other tasks report the
+    reward summary (`n`, `mean_reward`, `full_marks_rate`, `parse_rate`, `gold_parse_rate`) and their format's
+    corpus metrics, 0-1.
     """
     if len(records) != len(predictions):
         raise ValueError(f"{len(records)} records but {len(predictions)} predictions")
@@ -79,14 +84,16 @@ def evaluate(task_id: str, records: Sequence[Mapping[str, Any]], predictions: Se
     if compat == "official" and not spec.eval.official:
         raise ValueError(f"compat='official' exists only for benchmark tasks; {task_id} has no eval.official")
     result: dict[str, Any] = {}
+    scorer = get_scorer(task_id, "fixed", specs)
     if spec.eval.official:
         from snsdata.rewards.official import evaluate_benchmark
 
         texts = [safe_text(p) for p in predictions]
+        if compat == "fixed" and spec.output.format in READ_AS_REWARD:
+            texts = scorer.answer_texts(predictions, records)
         result = dict(evaluate_benchmark(spec.eval.official, [dict(r) for r in records], texts, compat))
         if compat == "official":
             return result
-    scorer = get_scorer(task_id, "fixed", specs)
     details = scorer.details(predictions, records)
     preds, golds = scorer.parse_pairs(predictions, records)
     ours = corpus_metrics(spec, details, preds, golds)
@@ -94,3 +101,21 @@ def evaluate(task_id: str, records: Sequence[Mapping[str, Any]], predictions: Se
         return ours
     summary = ("n", "mean_reward", "full_marks_rate", "parse_rate", "gold_parse_rate")
     return result | {name: ours[name] for name in summary if name in ours and name not in result}
+
+
+def evaluate_baselines(task_id: str, records: Sequence[Mapping[str, Any]], compat: Compat = "fixed",
+                       specs: Mapping[str, TaskSpec] | None = None) -> dict[str, dict[str, float]]:
+    """What trivial answers score on the same records, by the same metrics as `evaluate`: the empty answer, the
+    majority gold as a constant, and every candidate at once (`snsdata.rewards.policies.baselines`, the policy
+    generator of the reward audit). A policy that does not apply to a record answers it with nothing."""
+    from snsdata.rewards.policies import baselines
+
+    spec = _spec(task_id, specs)
+    golds = []
+    for record in records:
+        try:
+            golds.append(spec.render_target(dict(record)))
+        except Exception:
+            golds.append(None)
+    return {policy.name: evaluate(task_id, records, [a or "" for a in policy.answers], compat, specs)
+            for policy in baselines(spec, records, golds)}

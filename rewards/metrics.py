@@ -1,8 +1,9 @@
 """Per-sample metrics, each scoring a whole batch of (prediction, gold) pairs in [0, 1].
 
 Every metric reads parsed values through a *view* (text, items, typed spans, number, options, any value): a view
-returns None when a value cannot be read that way. Empty-versus-empty pairs score the metric's `empty_match` and
-one-sided empties score 0 before the metric runs, so no metric sees an empty side.
+returns None when a value cannot be read that way. Empty-versus-empty pairs score 1 (an empty answer to an empty
+gold is right) and one-sided empties score 0 before the metric runs, so no metric sees an empty side. Mostly-empty
+tasks are balanced in the data, never discounted here.
 """
 
 from __future__ import annotations
@@ -96,14 +97,13 @@ def run_metric(metric: Metric, preds: Sequence[Any], golds: Sequence[Any], param
     gold_views = [metric.view(g, params) for g in golds]
     out: list[float | None] = [0.0] * len(pred_views)
     todo: list[int] = []
-    empty_match = getattr(params, "empty_match", 1.0)
     for i, (p, g) in enumerate(zip(pred_views, gold_views, strict=True)):
         if g is None:
             out[i] = None
         elif p is None:
             out[i] = 0.0
         elif is_empty(g) or is_empty(p):
-            out[i] = empty_match if is_empty(g) and is_empty(p) else 0.0
+            out[i] = float(is_empty(g) and is_empty(p))
         else:
             todo.append(i)
     if todo:
@@ -269,7 +269,8 @@ def _embed_cosine(preds: list[str], golds: list[str], params: Any) -> Scores:
     from snsdata.rewards.embedding import cosine_similarity
 
     cut = [p[:EMBED_MAX_CHARS] for p in preds], [g[:EMBED_MAX_CHARS] for g in golds]
-    return np.clip(cosine_similarity(*cut, batch_size=EMBED_BATCH), 0.0, 1.0).tolist()
+    cosine = cosine_similarity(*cut, batch_size=EMBED_BATCH)
+    return np.clip((cosine - params.floor) / (1.0 - params.floor), 0.0, 1.0).tolist()
 
 
 # --- value metrics ----------------------------------------------------------------------------------------
@@ -338,6 +339,14 @@ def _option_f1(preds: list[list[str]], golds: list[list[str]], params: Any) -> S
     return _soft_set_f1(preds, golds, params)
 
 
+def _over_return(preds: list[list[str]], golds: list[list[str]], params: Any) -> Scores:
+    """1 while the answer lists at most as many items as the gold, else |gold| / |answer|: a shaping penalty for
+    returning every candidate (a ranking, a multi-label set) instead of choosing."""
+    p = np.fromiter((len(x) for x in preds), dtype=np.float64, count=len(preds))
+    g = np.fromiter((len(x) for x in golds), dtype=np.float64, count=len(golds))
+    return np.minimum(1.0, g / np.maximum(p, 1.0)).tolist()
+
+
 def _value_view(value: Any, params: Any) -> Any:
     return value
 
@@ -361,5 +370,6 @@ METRICS: dict[str, Metric] = {
     "field_acc": Metric(_value_view, _field_acc),
     "ndcg": Metric(lambda v, _: as_items(v), _ndcg),
     "option_f1": Metric(_options_view, _option_f1),
+    "over_return": Metric(lambda v, _: as_items(v), _over_return),
 }
 """Every metric a spec may name (`snsdata.spec.reward.MetricName`)."""

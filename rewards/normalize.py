@@ -70,6 +70,27 @@ def strip_markdown(text: str) -> str:
     return _HEADING.sub("", text)
 
 
+_TRAILING = ".。!！?？;；:：,，、"
+_WRAPPERS = (("**", "**"), ("__", "__"), ("*", "*"), ("_", "_"), ("`", "`"), ('"', '"'), ("'", "'"),
+             ("“", "”"), ("‘", "’"), ("「", "」"), ("『", "』"), ("《", "》"))
+
+
+def clean_answer(text: str) -> str:
+    """The shared answer normaliser of one label or list item: surrounding whitespace, trailing punctuation,
+    and quotes or markdown emphasis wrapped around the whole answer are removed, repeatedly ("**Yes**.",
+    "'Food'", "「是」。" all become the bare answer). Used by every label and list reward and by fixed-mode
+    evaluation, on the answer and the gold alike."""
+    for _ in range(8):
+        before = text
+        text = text.strip().rstrip(_TRAILING).strip()
+        for left, right in _WRAPPERS:
+            if len(text) > len(left) + len(right) and text.startswith(left) and text.endswith(right):
+                text = text[len(left): -len(right)].strip()
+        if text == before:
+            break
+    return text
+
+
 def fullwidth_to_halfwidth(text: str) -> str:
     """Fullwidth ASCII forms (Ａ１，！) and the ideographic space become their ASCII counterparts."""
     return text.translate(_FULLWIDTH)
@@ -164,6 +185,33 @@ def has_script(text: str, script: str, *, letters_only: bool = False) -> bool:
     `letters_only`, CJK and fullwidth punctuation (an English translation should contain neither)."""
     pattern = _LATIN if script == "latin" else _CJK_CHAR if letters_only else _CJK_SCRIPT
     return pattern.search(text) is not None
+
+
+_NGRAM_CHARS = {
+    None: regex.compile(rf"[\p{{L}}\p{{N}}{CJK_CHARS}]+"),
+    "cjk": regex.compile(rf"[{CJK_CHARS}]+"),
+    "latin": regex.compile(r"[\p{Latin}\p{N}]+"),
+}
+
+
+def char_ngrams(text: str, n: int, script: str | None = None) -> set[str]:
+    """Distinct character n-grams of a text's letters, digits and CJK characters (only those of `script`
+    when given), case-folded, with spaces and punctuation left out: one measure of shared content for Chinese
+    and English alike."""
+    letters = "".join(_NGRAM_CHARS[script].findall(text.casefold()))
+    if len(letters) < n:
+        return {letters} if letters else set()
+    return {letters[i: i + n] for i in range(len(letters) - n + 1)}
+
+
+def script_share(text: str, script: str) -> float | None:
+    """Share of a text's letters (Latin and CJK) that are of `script`; None when it has no such letters."""
+    cjk = len(_CJK_CHAR.findall(text))
+    latin = len(_LATIN.findall(text))
+    total = cjk + latin
+    if not total:
+        return None
+    return (cjk if script == "cjk" else latin) / total
 
 
 def is_mostly_cjk(texts: Iterable[str]) -> bool:

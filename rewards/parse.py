@@ -17,7 +17,7 @@ from typing import Any
 import jsonschema
 import regex
 
-from snsdata.rewards.normalize import REGEX_TIMEOUT_S, TEXT_LEVEL, chain, strip_think
+from snsdata.rewards.normalize import REGEX_TIMEOUT_S, TEXT_LEVEL, chain, clean_answer, strip_think
 from snsdata.spec.models import Output
 from snsdata.spec.reward import Extraction
 
@@ -34,9 +34,8 @@ _BULLET = regex.compile(r"^\s*(?:[-*•·]|\d{1,3}[.)、])\s+")
 _QUOTES = "\"'“”‘’「」『』`"
 _BOXED = regex.compile(r"\\boxed\{([^{}]*)\}")
 _HASHES = regex.compile(r"####\s*([^\n]+)")
-_NUMBER = regex.compile(r"[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:[eE][-+]?\d+)?|[-+]?\.\d+")
+_NUMBER = regex.compile(r"[-+]?\d++/\d++(?!\.\d)|[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:[eE][-+]?\d+)?|[-+]?\.\d+")
 _FRACTION = regex.compile(r"^([-+]?\d+)\s*/\s*(\d+)$")
-_TRAILING_PUNCT = ".。!！?？;；:："
 _CLOSERS = {"]": "[", "}": "{"}
 
 
@@ -143,18 +142,25 @@ def tag_bodies(text: str, tag: str, allow_empty: bool = True) -> list[str]:
     return bodies
 
 
+def _fraction_value(text: str) -> float | None:
+    fraction = _FRACTION.match(text)
+    if not fraction:
+        return None
+    denominator = int(fraction.group(2))
+    return int(fraction.group(1)) / denominator if denominator else None
+
+
 def parse_number(text: str) -> float | None:
-    """A number: inside `\\boxed{}`, after `####`, the whole text, or else the last number in the text."""
+    """A number: inside `\\boxed{}`, after `####`, the whole text, or else the last number (or fraction) in the
+    text; trailing punctuation and wrappers are the shared answer normaliser's ("3/4。" is 3/4)."""
     for pattern in (_BOXED, _HASHES):
         hits = pattern.findall(text)
         if hits:
             text = hits[-1]
             break
-    cleaned = text.strip().replace("−", "-").replace(",", "").rstrip("%").strip()
-    fraction = _FRACTION.match(cleaned)
-    if fraction:
-        denominator = int(fraction.group(2))
-        return int(fraction.group(1)) / denominator if denominator else None
+    cleaned = clean_answer(text).replace("−", "-").replace(",", "").rstrip("%").strip()
+    if _FRACTION.match(cleaned):
+        return _fraction_value(cleaned)
     try:
         return _finite(float(cleaned))
     except ValueError:
@@ -162,8 +168,11 @@ def parse_number(text: str) -> float | None:
     numbers = _NUMBER.findall(text.replace("−", "-"))
     if not numbers:
         return None
+    last = numbers[-1].replace(",", "")
+    if "/" in last:
+        return _fraction_value(last)
     try:
-        return _finite(float(numbers[-1].replace(",", "")))
+        return _finite(float(last))
     except ValueError:
         return None
 
@@ -224,12 +233,34 @@ _SPAN_TEXT_KEYS = ("text", "span", "entity", "value", "name", "mention")
 _SPAN_TYPE_KEYS = ("type", "label", "category", "entity_type")
 
 
+ANSWER_FORMATS = ("label", "labels", "spans")
+"""Formats read by the shared answer normaliser whatever a spec declares: think blocks, a leading "The answer
+is" / "答案是", markdown emphasis, quotes and trailing punctuation never change a label or a list item."""
+_SHARED_TEXT = ("strip_answer_prefix", "strip_markdown")
+
+
+@lru_cache(maxsize=4096)
+def _label_finder(keys: tuple[str, ...]) -> regex.Pattern[str]:
+    """One alternation finding any of the labels as whole tokens, longest first (so "not-offensive" is found
+    before, and instead of, the "offensive" inside it). A label edge that is a letter or digit (Latin or CJK)
+    must not touch another one: Chinese has no spaces, so "冒犯" inside "这是冒犯内容" is not a token, while
+    "冒犯" on its own line, after "答案是" or in quotes is."""
+    pieces = []
+    for key in sorted(keys, key=lambda k: (-len(k), k)):
+        left = "" if not key[0].isalnum() else r"(?<![\p{L}\p{N}])"
+        right = "" if not key[-1].isalnum() else r"(?![\p{L}\p{N}])"
+        pieces.append(f"{left}{regex.escape(key)}{right}")
+    return regex.compile("|".join(pieces))
+
+
 class OutputParser:
     """Parses completions and gold targets of one spec with one reward's normalisers, aliases and extraction.
 
-    Pipeline: `strip_think` (if declared) -> declared extraction regex -> the other structure-preserving
-    normalisers on the whole text -> the format's parser -> every declared normaliser on each atom (label, list
-    item, span, JSON string leaf, the text itself) -> aliases.
+    Pipeline: `strip_think` (if declared; always for label and list formats) -> declared extraction regex -> the
+    other structure-preserving normalisers on the whole text (for label and list formats always the answer
+    prefix and markdown too) -> the format's parser -> every declared normaliser on each atom (label, list item,
+    span, JSON string leaf, the text itself), the shared `clean_answer` for label and list atoms, case folding
+    when the spec ignores case -> aliases.
     """
 
     def __init__(
@@ -241,10 +272,15 @@ class OutputParser:
     ):
         self.output = output
         self.format = output.format
-        self._think = "strip_think" in normalize
-        self._text_level = chain(n for n in normalize if n in TEXT_LEVEL and n != "strip_think")
+        shared = self.format in ANSWER_FORMATS
+        self._think = "strip_think" in normalize or shared
+        text_steps = [n for n in normalize if n in TEXT_LEVEL and n != "strip_think"]
+        if shared:
+            text_steps = [*_SHARED_TEXT, *(n for n in text_steps if n not in _SHARED_TEXT)]
+        self._text_level = chain(text_steps)
         atom_steps = list(normalize) + ([] if output.case_sensitive else ["casefold"])
-        self._atom = chain(atom_steps)
+        declared = chain(atom_steps)
+        self._atom = (lambda text: clean_answer(declared(clean_answer(text)))) if shared else declared
         self._aliases = {self._atom(alias): self._atom(canonical)
                          for canonical, names in (aliases or {}).items() for alias in names}
         self._extract = regex.compile(extract.pattern) if extract else None
@@ -265,6 +301,21 @@ class OutputParser:
         if field and record.get(field) is not None:
             return {self.key(c) for c in parse_candidates(record[field], self.output.separator)}
         return self._labels
+
+    def spellings(self, record: Mapping[str, Any], gold_text: str | None) -> dict[str, str]:
+        """Key -> the record's own spelling of it: its labels (candidates, else the spec's), then, over them,
+        the items of its gold answer as written there."""
+        field = self.output.candidates_field
+        if field and record.get(field) is not None:
+            labels = parse_candidates(record[field], self.output.separator)
+        else:
+            labels = list(self.output.labels or [])
+        out = {self.key(label): label for label in labels}
+        if gold_text is not None and self.format in ("labels", "spans"):
+            prepared, found = self.prepare(gold_text)
+            items, _ = parse_list(prepared, self.output.separator) if found else ([], False)
+            out |= {self.key(str(item)): str(item).strip() for item in items if not isinstance(item, dict)}
+        return out
 
     def prepare(self, text: str) -> tuple[str, bool]:
         """The answer text before format parsing; False when a declared extraction finds nothing."""
@@ -293,21 +344,27 @@ class OutputParser:
             return Parsed("" if self.format in ("label", "text") else None, False)
         return getattr(self, f"_parse_{self.format}")(prepared, allowed)
 
+    def labels_named(self, text: str, allowed: set[str]) -> list[str]:
+        """The distinct allowed labels (canonical keys) an answer names as whole tokens, aliases included,
+        longest first; the text is normalised as an atom is, so case and declared normalisers agree."""
+        names = {label: label for label in allowed if label}
+        names |= {alias: canonical for alias, canonical in self._aliases.items() if canonical in allowed and alias}
+        if not names:
+            return []
+        found = _label_finder(tuple(names)).findall(self._atom(text))
+        return list(dict.fromkeys(names[match] for match in found))
+
     def _parse_label(self, text: str, allowed: set[str] | None) -> Parsed:
+        """One label: the whole answer, else the one allowed label it names. An answer naming several labels
+        ("Yes, No", "hate, not-hate") is wrong whatever it names first."""
         key = self.key(text)
         if allowed is None:
             return Parsed(key, bool(key))
         if key in allowed:
             return Parsed(key, True)
-        lines = [line for line in text.splitlines() if line.strip()]
-        for line in (lines[-1:] + lines[:1]) if len(lines) > 1 else lines:
-            candidate = self.key(line.strip().rstrip(_TRAILING_PUNCT))
-            if candidate in allowed:
-                return Parsed(candidate, True)
-        prefixed = [label for label in allowed if label and key.startswith(label)
-                    and (len(key) == len(label) or not key[len(label)].isalnum())]
-        if prefixed:
-            return Parsed(max(prefixed, key=len), True)
+        named = self.labels_named(text, allowed)
+        if len(named) == 1:
+            return Parsed(named[0], True)
         return Parsed(key, False)
 
     def _parse_labels(self, text: str, allowed: set[str] | None) -> Parsed:

@@ -12,13 +12,22 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Callable, Mapping
+from functools import lru_cache
 from typing import Any
 
 import jsonschema
 import regex
 
-from snsdata.rewards.normalize import REGEX_TIMEOUT_S, count_words, has_script
-from snsdata.spec.reward import PatternCheck
+from snsdata.rewards.normalize import (
+    REGEX_TIMEOUT_S,
+    char_ngrams,
+    count_words,
+    has_script,
+    script_share,
+    strip_answer_prefix,
+    strip_markdown,
+)
+from snsdata.spec.reward import ContentKept, EchoCheck, PatternCheck, ScriptShare
 
 Check = Callable[[str, Mapping[str, Any]], float | None]
 
@@ -30,14 +39,23 @@ _IFEVAL_LOCK = threading.Lock()
 _IFEVAL: dict[str, Any] = {}
 
 
-def json_answer(text: str) -> tuple[Any, bool]:
-    """The whole answer as JSON, a ```json fence around it allowed."""
+def _whole_json(text: str) -> tuple[Any, bool]:
     fenced = _FENCED.fullmatch(text)
     body = fenced.group(1) if fenced else text
     try:
         return json.loads(body), True
     except (ValueError, RecursionError):
         return None, False
+
+
+def json_answer(text: str) -> tuple[Any, bool]:
+    """The whole answer as JSON, a ```json fence around it allowed, as are the wrappers the shared answer
+    normaliser removes ("The answer is {...}.", "**{...}**"); prose around the JSON is not."""
+    value, ok = _whole_json(text)
+    if ok:
+        return value, True
+    unwrapped = strip_markdown(strip_answer_prefix(text)).strip().rstrip(".。")
+    return _whole_json(unwrapped) if unwrapped != text else (None, False)
 
 
 def _regex_check(pattern: str, expect: bool) -> Check:
@@ -125,6 +143,57 @@ def _ifeval_check(fields: dict[str, str]) -> Check:
     return check
 
 
+def _field_text(record: Mapping[str, Any], field: str) -> str | None:
+    value = record.get(field)
+    if value is None:
+        return None
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
+
+
+@lru_cache(maxsize=4096)
+def _field_grams(text: str, n: int, script: str | None) -> frozenset[str]:
+    """A record field's n-grams, computed once for the G completions of a GRPO group (they share the record)."""
+    return frozenset(char_ngrams(text, n, script))
+
+
+def _echo_check(rule: EchoCheck) -> Check:
+    """1 - how much of the field the answer repeats, beyond the free share (a translation that echoes its
+    source scores 0)."""
+    def check(text: str, record: Mapping[str, Any]) -> float | None:
+        source = _field_text(record, rule.field)
+        if source is None:
+            return None
+        grams = _field_grams(source, rule.n, rule.script)
+        if not grams:
+            return 1.0
+        copied = len(grams & char_ngrams(text, rule.n, rule.script)) / len(grams)
+        return 1.0 if copied <= rule.free else max(0.0, (1.0 - copied) / (1.0 - rule.free))
+
+    return check
+
+
+def _script_check(rule: ScriptShare) -> Check:
+    def check(text: str, record: Mapping[str, Any]) -> float:
+        share = script_share(text, rule.script)
+        return float(share is not None and share >= rule.min)
+
+    return check
+
+
+def _kept_check(rule: ContentKept) -> Check:
+    """Share of the field's n-grams the answer keeps, scaled so that `min` and above score 1."""
+    def check(text: str, record: Mapping[str, Any]) -> float | None:
+        source = _field_text(record, rule.field)
+        if source is None:
+            return None
+        grams = _field_grams(source, rule.n, None)
+        if not grams:
+            return 1.0
+        return min(1.0, len(grams & char_ngrams(text, rule.n)) / len(grams) / rule.min)
+
+    return check
+
+
 def build_check(check: PatternCheck) -> Check:
     """The function implementing one declared check (exactly one of its fields is set)."""
     if check.must_match is not None:
@@ -159,4 +228,10 @@ def build_check(check: PatternCheck) -> Check:
         return lambda text, record: float(has_script(text, script, letters_only=True))
     if check.ifeval_from_fields is not None:
         return _ifeval_check(check.ifeval_from_fields)
+    if check.echo_of is not None:
+        return _echo_check(check.echo_of)
+    if check.script_share is not None:
+        return _script_check(check.script_share)
+    if check.keeps_content is not None:
+        return _kept_check(check.keeps_content)
     raise ValueError("a pattern check sets no constraint")

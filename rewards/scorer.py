@@ -12,11 +12,13 @@ import math
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Hashable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
+import regex
+
 from snsdata.rewards.metrics import METRICS, is_empty, run_metric
-from snsdata.rewards.normalize import approx_tokens, cap, chain, completion_text
+from snsdata.rewards.normalize import approx_tokens, cap, chain, completion_text, strip_think
 from snsdata.rewards.parse import OutputParser, Parsed, extract_code
 from snsdata.rewards.patterns import build_check
 from snsdata.rewards.types import ScoreDetail, ScoreStats
@@ -112,11 +114,38 @@ def error_detail(exc: BaseException) -> ScoreDetail:
     return ScoreDetail(None, error=f"{type(exc).__name__}: {exc}"[:300])
 
 
+_SPACES = regex.compile(r"\s+")
+
+
 class _ParsingNode(Node):
     """A reward that compares the parsed completion with the parsed gold target."""
 
     def __init__(self, spec: TaskSpec, reward: ExactMatchReward | MetricReward):
         self.parser = OutputParser(spec.output, reward.normalize, reward.aliases, reward.extract)
+        self.spans_from = list(reward.spans_from)
+        self._source_form = chain([*(n for n in reward.normalize if n != "strip_think"),
+                                   *([] if spec.output.case_sensitive else ["casefold"])])
+
+    def source_text(self, record: Mapping[str, Any]) -> str:
+        """The fields predicted spans must come from, normalised as items are (whitespace collapsed)."""
+        values = [record.get(f) for f in self.spans_from]
+        text = "\n".join(v if isinstance(v, str) else json.dumps(v, ensure_ascii=False, default=str)
+                         for v in values if v is not None)
+        return _SPACES.sub(" ", self._source_form(text))
+
+    def _within_source(self, batch: Batch, preds: list[Parsed]) -> list[Parsed]:
+        """Items of each prediction that do not occur in the record's input become unmatched markers: they still
+        count as predicted items (precision), but can match nothing."""
+        sources = batch.per_record(("source", id(self)), lambda row: self.source_text(batch.records[row]))
+        out = []
+        for pred, source in zip(preds, sources, strict=True):
+            if not isinstance(pred.value, list):
+                out.append(pred)
+                continue
+            items = [item if _SPACES.sub(" ", item[0] if isinstance(item, tuple) else item) in source
+                     else _unmatched(item, i) for i, item in enumerate(pred.value)]
+            out.append(Parsed(items, pred.ok))
+        return out
 
     def parse_batch(self, batch: Batch) -> tuple[list[Parsed], list[Parsed | None], list[set[str] | None]]:
         parser = self.parser
@@ -133,7 +162,16 @@ class _ParsingNode(Node):
 
         golds = batch.per_record(("gold", id(self)), parse_gold)
         preds = [parser.parse(text, allowed[row]) for row, text in enumerate(batch.texts)]
+        if self.spans_from:
+            preds = self._within_source(batch, preds)
         return preds, golds, allowed
+
+
+def _unmatched(item: Any, index: int) -> Any:
+    """A stand-in for an item that is not in the input: unique, one token (no space or punctuation, so token
+    metrics cannot match a piece of it), and equal to no gold item."""
+    marker = f"\x00notininput{index}\x00"
+    return (marker, item[1]) if isinstance(item, tuple) else marker
 
 
 class ExactMatchNode(_ParsingNode):
@@ -142,6 +180,8 @@ class ExactMatchNode(_ParsingNode):
         self.reward = reward
         if reward.choose_from_candidates and not (spec.output.candidates_field or spec.output.labels):
             raise ValueError(f"{spec.id}: choose_from_candidates needs output.candidates_field or output.labels")
+        if reward.equivalence != "string" and spec.output.format not in ("text", "number"):
+            raise ValueError(f"{spec.id}: equivalence {reward.equivalence!r} compares text or number answers")
 
     def _equal(self, pred: Any, gold: Any) -> bool:
         if isinstance(pred, list) and isinstance(gold, list):
@@ -150,7 +190,46 @@ class ExactMatchNode(_ParsingNode):
             return math.isclose(pred, gold, rel_tol=1e-9, abs_tol=1e-9)
         return bool(pred == gold)
 
+    def _answer(self, text: str) -> str | None:
+        """The answer text a verifier compares (think, extraction, text-level normalisers applied)."""
+        prepared, found = self.parser.prepare(text)
+        return prepared.strip() if found and prepared.strip() else None
+
+    def _verified(self, batch: Batch) -> list[ScoreDetail]:
+        """`math` / `reasoning_gym` equivalence, each distinct (answer, record) pair judged once."""
+        from snsdata.rewards.verify import math_equal, reasoning_gym_correct
+
+        def gold_answer(row: int) -> str | None:
+            text = batch.gold_texts()[row]
+            return None if text is None else self._answer(text)
+
+        golds = batch.per_record(("verified_gold", id(self)), gold_answer)
+        judged: dict[tuple[int, str], bool | None] = {}
+
+        def judge(answer: str, gold: str, record: Mapping[str, Any]) -> bool | None:
+            key = (id(record), answer)
+            if key not in judged:
+                if self.reward.equivalence == "math":
+                    judged[key] = math_equal(answer, gold)
+                else:
+                    judged[key] = reasoning_gym_correct(answer, record)
+            return judged[key]
+
+        out = []
+        for text, gold, record in zip(batch.texts, golds, batch.records, strict=True):
+            if gold is None or judge(gold, gold, record) is not True:
+                out.append(ScoreDetail(None, gold_ok=False))
+                continue
+            answer = self._answer(text)
+            if answer is None:
+                out.append(ScoreDetail(0.0, parse_ok=False))
+                continue
+            out.append(ScoreDetail(float(bool(judge(answer, gold, record)))))
+        return out
+
     def score(self, batch: Batch) -> list[ScoreDetail]:
+        if self.reward.equivalence != "string":
+            return self._verified(batch)
         preds, golds, allowed = self.parse_batch(batch)
         out = []
         for pred, gold, ok_labels in zip(preds, golds, allowed, strict=True):
@@ -180,8 +259,6 @@ class MetricNode(_ParsingNode):
         params = metric_params(reward)
         if reward.metric == "abs_err" and params.range is None:
             params = params.model_copy(update={"range": _label_range(spec)})
-        if options.selfcheck and hasattr(params, "empty_match"):
-            params = params.model_copy(update={"empty_match": 1.0})
         self.params = params
 
     def score(self, batch: Batch) -> list[ScoreDetail]:
@@ -236,7 +313,7 @@ class SandboxNode(Node):
         """The code to run: the record's prompt (HumanEval's imports, signature and docstring) continued by the
         completion's code; a completion that writes the whole function redefines the prompt's stub, which still
         contributes its imports and helpers."""
-        code = extract_code(text)
+        code = extract_code(strip_think(text))
         reward = self.reward
         prompt = str(record.get(reward.prompt_field) or "") if reward.prompt_field else ""
         entry = str(record.get(reward.entry_point_field) or "") if reward.entry_point_field else ""
@@ -279,7 +356,7 @@ class SandboxNode(Node):
         out = [ScoreDetail(None, gold_ok=False)] * len(batch)
         jobs, rows = [], []
         for row, (text, record) in enumerate(zip(batch.texts, batch.records, strict=True)):
-            if not extract_code(text).strip():
+            if not extract_code(strip_think(text)).strip():
                 out[row] = ScoreDetail(0.0, parse_ok=False)
                 continue
             job = self.job(text, record)
@@ -322,30 +399,46 @@ def overlong_penalty(length: int, overlong: OverlongPenalty) -> float:
     return (start - length) / overlong.cache_tokens
 
 
+def _task_of(detail: ScoreDetail) -> float | None:
+    return detail.task_score if detail.task_score is not None else detail.score
+
+
 class CompositeNode(Node):
-    """Weighted mean of the parts (parts that do not apply drop out), times the gate, plus the overlong penalty
-    (clipped at 0: DAPO adds it to the reward, and rewards here live in [0, 1])."""
+    """Correctness parts: weighted mean (the task's metric); times the gate; times each shaping part's factor
+    1 - weight x (1 - score); plus the overlong penalty (clipped at 0: DAPO adds it to the reward, and rewards
+    here live in [0, 1]). A part that does not apply drops out. `task_score` is the correctness mean, times the
+    gate when the gate is correctness; `score` is the shaped reward."""
 
     def __init__(self, spec: TaskSpec, reward: CompositeReward, options: BuildOptions):
-        self.parts = [(part.weight, build_node(spec, part.reward, options)) for part in reward.parts]
+        self.parts = [(part.weight, part.role, build_node(spec, part.reward, options)) for part in reward.parts]
         self.gate = build_node(spec, reward.gate, options) if reward.gate is not None else None
+        self.gate_shapes = reward.gate_role == "shaping"
         self.overlong = reward.overlong
 
     def score(self, batch: Batch) -> list[ScoreDetail]:
-        part_details = [node.safe_score(batch) for _, node in self.parts]
+        part_details = [node.safe_score(batch) for _, _, node in self.parts]
         gate_details = self.gate.safe_score(batch) if self.gate else None
         lengths = batch.token_lengths() if self.overlong else None
         out = []
         for row in range(len(batch)):
             details = [d[row] for d in part_details]
-            applicable = [(w, d.score) for (w, _), d in zip(self.parts, details, strict=True) if d.score is not None]
-            total_weight = sum(w for w, _ in applicable)
-            score = sum(w * s for w, s in applicable) / total_weight if applicable and total_weight > 0 else None
+            correct = [(w, d) for (w, role, _), d in zip(self.parts, details, strict=True)
+                       if role == "correctness" and d.score is not None]
+            total_weight = sum(w for w, _ in correct)
+            score = task = None
+            if correct and total_weight > 0:
+                score = sum(w * d.score for w, d in correct) / total_weight  # type: ignore[operator]
+                task = sum(w * (_task_of(d) or 0.0) for w, d in correct) / total_weight
             gate = gate_details[row] if gate_details else None
-            if score is not None and gate is not None and gate.score is not None:
-                score *= gate.score
-            if score is not None and lengths is not None and self.overlong is not None:
-                score = max(0.0, score + overlong_penalty(lengths[row], self.overlong))
+            if score is not None and task is not None:
+                if gate is not None and gate.score is not None:
+                    score *= gate.score
+                    task = task if self.gate_shapes else task * gate.score
+                for (w, role, _), d in zip(self.parts, details, strict=True):
+                    if role == "shaping" and d.score is not None:
+                        score *= 1.0 - w * (1.0 - d.score)
+                if lengths is not None and self.overlong is not None:
+                    score = max(0.0, score + overlong_penalty(lengths[row], self.overlong))
             everything = details + ([gate] if gate else [])
             out.append(ScoreDetail(
                 score,
@@ -354,6 +447,7 @@ class CompositeNode(Node):
                 timed_out=any(d.timed_out for d in everything),
                 error=next((d.error for d in everything if d.error), None),
                 parts=tuple(d.score for d in everything),
+                task_score=task,
             ))
         return out
 
@@ -384,9 +478,6 @@ class OfficialNode(Node):
 @dataclass(frozen=True)
 class BuildOptions:
     sandbox_workers: int | None = None
-    selfcheck: bool = False
-    """Score empty-versus-empty pairs 1 whatever `empty_match` says: the gold self-check asks whether the gold
-    parses and matches itself, not what a deliberately discounted empty answer earns."""
 
 
 def build_node(spec: TaskSpec, reward: RewardSpec, options: BuildOptions) -> Node:
@@ -409,14 +500,13 @@ class Scorer:
     `stats` counts everything scored so far.
     """
 
-    def __init__(self, spec: TaskSpec, compat: Compat = "fixed", sandbox_workers: int | None = None,
-                 selfcheck: bool = False):
+    def __init__(self, spec: TaskSpec, compat: Compat = "fixed", sandbox_workers: int | None = None):
         if compat not in ("fixed", "official"):
             raise ValueError(f"compat must be 'fixed' or 'official', got {compat!r}")
         self.spec = spec
         self.task_id = spec.id
         self.compat = compat
-        options = BuildOptions(sandbox_workers, selfcheck)
+        options = BuildOptions(sandbox_workers)
         self.root = OfficialNode(spec) if compat == "official" else build_node(spec, spec.reward, options)
         self._stats = ScoreStats()
         self._lock = threading.Lock()
@@ -440,6 +530,8 @@ class Scorer:
         except Exception as exc:
             details = [error_detail(exc)] * len(batch)
         details = [_clamped(d) for d in details]
+        if not isinstance(self.root, CompositeNode):
+            details = [replace(d, task_score=d.score) for d in details]
         with self._lock:
             for detail in details:
                 self._stats.add(detail)
@@ -454,6 +546,28 @@ class Scorer:
         preds, golds, _ = node.parse_batch(batch)
         return preds, golds
 
+    def answer_texts(self, completions: Sequence[Any], records: Sequence[Mapping[str, Any]]) -> list[str]:
+        """Each completion's label or list answer as the task's reward reads it, written in the record's own
+        spelling: the one label it names ("" when it names none or several), else its items as a JSON list (or
+        joined by " | " when order matters), items equal to a gold item in the gold's spelling. Fixed-mode
+        benchmark evaluation compares these, so that it reads answers exactly as the RL reward does."""
+        node = _first_parsing_node(self.root) or _DefaultParsing(self.spec)
+        parser = node.parser
+        batch = Batch(self.spec, [safe_text(c) for c in completions], list(records))
+        preds, _, _ = node.parse_batch(batch)
+        gold_texts = batch.gold_texts()
+        spellings = batch.per_record("spellings", lambda row: parser.spellings(batch.records[row], gold_texts[row]))
+        ordered = isinstance(node, ExactMatchNode) and node.reward.ordered
+        out = []
+        for pred, names in zip(preds, spellings, strict=True):
+            if parser.format == "label":
+                out.append(names.get(pred.value, pred.value) if pred.ok and isinstance(pred.value, str) else "")
+                continue
+            items = [names.get(v[0] if isinstance(v, tuple) else v, v[0] if isinstance(v, tuple) else v)
+                     for v in (pred.value if isinstance(pred.value, list) else [])]
+            out.append(" | ".join(items) if ordered else json.dumps(items, ensure_ascii=False))
+        return out
+
     @property
     def stats(self) -> ScoreStats:
         """A snapshot of the running counts."""
@@ -464,15 +578,20 @@ class Scorer:
 
 
 class _DefaultParsing(_ParsingNode):
+    """The default normalisers' parser, for tasks whose reward compares nothing (pattern, sandbox)."""
+
     def __init__(self, spec: TaskSpec):
         super().__init__(spec, ExactMatchReward())
+
+    def score(self, batch: Batch) -> list[ScoreDetail]:
+        raise TypeError("a parser only: the task's reward is not a comparison")
 
 
 def _first_parsing_node(node: Node) -> _ParsingNode | None:
     if isinstance(node, _ParsingNode):
         return node
     if isinstance(node, CompositeNode):
-        for child in [n for _, n in node.parts] + ([node.gate] if node.gate else []):
+        for child in [n for _, _, n in node.parts] + ([node.gate] if node.gate else []):
             found = _first_parsing_node(child)
             if found:
                 return found
@@ -492,9 +611,10 @@ def _clamped(detail: ScoreDetail) -> ScoreDetail:
     if score is None:
         return detail
     if not math.isfinite(score):
-        return ScoreDetail(None, detail.parse_ok, detail.gold_ok, detail.timed_out,
-                           detail.error or "non-finite score", detail.parts)
+        return replace(detail, score=None, task_score=None, error=detail.error or "non-finite score")
+    task = detail.task_score
+    if task is not None and not (math.isfinite(task) and 0.0 <= task <= 1.0):
+        detail = replace(detail, task_score=min(1.0, max(0.0, task)) if math.isfinite(task) else None)
     if 0.0 <= score <= 1.0:
         return detail
-    return ScoreDetail(min(1.0, max(0.0, score)), detail.parse_ok, detail.gold_ok, detail.timed_out,
-                       detail.error, detail.parts)
+    return replace(detail, score=min(1.0, max(0.0, score)))

@@ -27,10 +27,7 @@ class GoldFailure(NamedTuple):
 
 
 def gold_check(spec: TaskSpec, records: Sequence[Mapping[str, Any]]) -> list[GoldFailure]:
-    """Records whose rendered gold target, scored in fixed mode by the task's own reward, is below full marks.
-
-    A metric's `empty_match` discount is set aside here (an empty gold list matching itself is right, whatever
-    an empty answer is meant to earn in training)."""
+    """Records whose rendered gold target, scored in fixed mode by the task's own reward, is below full marks."""
     records = list(records)
     if not records:
         return []
@@ -40,7 +37,7 @@ def gold_check(spec: TaskSpec, records: Sequence[Mapping[str, Any]]) -> list[Gol
             targets.append(spec.render_target(dict(record)))
         except Exception:
             targets.append(None)
-    scores = Scorer(spec, selfcheck=True)([t or "" for t in targets], records)
+    scores = Scorer(spec)([t or "" for t in targets], records)
     failures = []
     for index, (record, target, value) in enumerate(zip(records, targets, scores, strict=True)):
         if target is None or value is None or value < FULL_MARKS:

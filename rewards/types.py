@@ -13,6 +13,10 @@ class ScoreDetail:
     the fields the reward reads, or scoring failed: see `error`). `parse_ok` is False when the completion did not
     parse into the output format (it then usually scores 0). `parts` holds a composite's part scores, then its
     gate's, in declaration order.
+
+    `score` is the shaped reward a trainer optimises; `task_score` is the task's own metric, from the reward's
+    correctness parts only (no echo or over-return penalty, no shaping gate, no overlong penalty). They are
+    equal for every reward that is not a composite with shaping; trainers log the two apart.
     """
 
     score: float | None
@@ -21,6 +25,7 @@ class ScoreDetail:
     timed_out: bool = False
     error: str | None = None
     parts: tuple[float | None, ...] = ()
+    task_score: float | None = None
 
 
 @dataclass
@@ -35,6 +40,8 @@ class ScoreStats:
     errors: int = 0
     timeouts: int = 0
     reward_sum: float = 0.0
+    task_score_sum: float = 0.0
+    """Sum of `task_score` over the scored samples (the raw task metric beside the shaped reward)."""
 
     def add(self, detail: ScoreDetail) -> None:
         self.samples += 1
@@ -43,6 +50,7 @@ class ScoreStats:
         else:
             self.scored += 1
             self.reward_sum += detail.score
+            self.task_score_sum += detail.task_score if detail.task_score is not None else detail.score
         self.parse_failures += not detail.parse_ok
         self.gold_failures += not detail.gold_ok
         self.errors += detail.error is not None
@@ -55,6 +63,10 @@ class ScoreStats:
     @property
     def mean_reward(self) -> float:
         return self.reward_sum / self.scored if self.scored else 0.0
+
+    @property
+    def mean_task_score(self) -> float:
+        return self.task_score_sum / self.scored if self.scored else 0.0
 
     @property
     def parse_rate(self) -> float:

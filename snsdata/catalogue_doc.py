@@ -20,17 +20,22 @@ AVAILABILITY_MEANING = {
 
 
 def reward_summary(reward: RewardSpec) -> str:
-    """A short name of a reward tree: `exact_match`, `metric:set_f1`, `metric:bleu + metric:chrf++ × pattern`."""
+    """A short name of a reward tree: `exact_match`, `metric:set_f1`, `metric:bleu + metric:chrf++ × pattern`;
+    shaping parts (not the task's own metric) follow as `shaped by ...`."""
     if reward.type == "metric":
         return f"metric:{reward.metric}"
     if reward.type != "composite":
         return reward.type
-    weights = {part.weight for part in reward.parts}
+    correct = [part for part in reward.parts if part.role == "correctness"]
+    weights = {part.weight for part in correct}
     parts = [reward_summary(part.reward) if len(weights) == 1 else f"{part.weight:g} {reward_summary(part.reward)}"
-             for part in reward.parts]
+             for part in correct]
     text = " + ".join(parts)
     if reward.gate is not None:
         text = f"{text} × {reward_summary(reward.gate)}"
+    shaping = [reward_summary(part.reward) for part in reward.parts if part.role == "shaping"]
+    if shaping:
+        text = f"{text}, shaped by {' and '.join(shaping)}"
     return text
 
 

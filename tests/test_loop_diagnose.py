@@ -149,3 +149,27 @@ def test_cli_table_json_and_html(task_records: dict[str, list[dict]], tmp_path: 
         assert f"<title>{task} mean_reward" in page and f"<title>{task} failure_rate" in page
     missing = CliRunner().invoke(app, ["diagnose", str(tmp_path / "nope.jsonl"), "--out", str(out)])
     assert missing.exit_code == 1 and "no such file" in missing.output
+
+
+def test_a_perfect_model_is_never_weak_even_where_its_gold_earns_less_than_1(
+        task_records: dict[str, list[dict]]) -> None:
+    """Judged against what gold answers earn on the same records: a task whose reward pays its own gold 0.5
+    (here a shaping check the long golds fail) is not weak when the model answers exactly the gold."""
+    from snsdata.spec.reward import CompositeReward
+
+    specs = catalogue()
+    source = RecordSource()
+    strict = CompositeReward.model_validate({"type": "composite", "parts": [
+        {"reward": {"type": "exact_match"}},
+        {"role": "shaping", "weight": 0.5, "reward": {"type": "pattern", "checks": [{"max_chars": 1}]}}]})
+    source.__dict__["specs"] = {**specs, "note_gender": specs["note_gender"].model_copy(update={"reward": strict})}
+    log = normalize_log(rollouts({"note_gender": task_records["note_gender"]}, weak=()))
+    perfect = log.with_columns(completion=pl.col("record").map_elements(
+        lambda r: json.loads(r)["answer"], return_dtype=pl.String))
+    result = diagnose_frames(perfect, WeakRules(below=0.9, pass_threshold=0.9), source)
+    figures = result["tasks"]["note_gender"]
+    assert figures["mean_reward"] == pytest.approx(0.5) and figures["gold_mean_reward"] == pytest.approx(0.5)
+    assert figures["relative_mean_reward"] == pytest.approx(1.0) and figures["pass_rate"] == 1.0
+    assert result["weak_tasks"] == [] and figures["failures"] == 0
+    wrong = log.with_columns(completion=pl.lit("Maybe"))
+    assert diagnose_frames(wrong, WeakRules(below=0.9), source)["weak_tasks"] == ["note_gender"]

@@ -86,4 +86,29 @@ def test_benchmark_task_official_compat(tmp_path: Path, shared_data: Path) -> No
     result = runner.invoke(app, ["eval", "--task", "note_gender", "--predictions", str(preds),
                                  "--data-root", str(shared_data), "--compat", "official", "--json"])
     assert result.exit_code == 0, result.output
-    assert json.loads(result.output) == {"accuracy": 0.0}  # the official parser does not unwrap **Yes**
+    output = json.loads(result.output)
+    baselines = output.pop("baselines")
+    assert output == {"accuracy": 0.0}  # the official parser does not unwrap **Yes**; baselines stay apart
+    # The trivial answers on the same records: the official parser cuts "Yes, No" at the comma, so answering
+    # both labels scores like "Yes" (every gold of this sample is Yes); fixed mode refuses it.
+    assert baselines["empty"] == {"accuracy": 0.0} and baselines["all_candidates"] == {"accuracy": 100.0}
+    result = runner.invoke(app, ["eval", "--task", "note_gender", "--predictions", str(preds),
+                                 "--data-root", str(shared_data), "--json"])
+    fixed = json.loads(result.output)
+    assert fixed["accuracy"] == 100.0 and fixed["baselines"]["all_candidates"]["accuracy"] == 0.0
+
+
+def test_eval_data_file_applies_the_specs_where(tmp_path: Path, shared_data: Path) -> None:
+    # RedTrans holds both directions in one file; each direction's spec selects its own with `where`.
+    rows = json.loads((shared_data / "redtrans_sample" / "RedTrans-Bench-sample.json").read_text(encoding="utf-8"))
+    data = tmp_path / "redtrans.json"
+    data.write_text(json.dumps(rows, ensure_ascii=False), encoding="utf-8")
+    zh_rows = [r for r in rows if r["src_lang"] == "zh"]
+    assert 0 < len(zh_rows) < len(rows)
+    preds = write_jsonl(tmp_path / "p.jsonl", [{"prediction": r["en"]} for r in zh_rows])
+    result = runner.invoke(app, ["eval", "--task", "redtrans_zh2en", "--predictions", str(preds),
+                                 "--data", str(data), "--json"])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(result.output)
+    assert metrics["n"] == len(zh_rows) and metrics["bleu_score"] == pytest.approx(100.0)
+    assert "empty" in metrics["baselines"] and metrics["baselines"]["empty"]["bleu_score"] == 0.0

@@ -26,11 +26,17 @@ def test_set_f1_and_empty_handling() -> None:
     assert score("set_f1", ["a", "b"], ["b", "c"]) == pytest.approx(0.5)
     assert score("set_f1", ["a", "a"], ["a"]) == 1.0
     assert score("set_f1", [], []) == 1.0
-    assert score("set_f1", [], [], empty_match=0.25) == 0.25
     assert score("set_f1", [], ["a"]) == 0.0
     assert score("set_f1", ["a"], []) == 0.0
     assert score("set_f1", None, ["a"]) == 0.0  # unreadable prediction
     assert score("set_f1", ["a"], None) is None  # unreadable gold: does not apply
+
+
+def test_over_return_costs_only_items_beyond_the_golds() -> None:
+    assert score("over_return", ["a", "b"], ["a", "b", "c"]) == 1.0
+    assert score("over_return", ["x", "y"], ["a", "b"]) == 1.0  # wrong items are the metric's job, not this one's
+    assert score("over_return", ["a", "b", "c", "d"], ["a"]) == pytest.approx(0.25)
+    assert score("over_return", [], []) == 1.0
 
 
 def test_soft_set_f1_credits_near_spellings_once() -> None:
@@ -120,7 +126,7 @@ def test_option_f1_reads_tagged_lists() -> None:
         pytest.approx(2 / 3)
     assert score("option_f1", "no tags [1]", gold, tag="Result") == 0.0
     assert score("option_f1", '[{"Option": "A"}]', [{"Option": "A"}]) == 1.0
-    assert score("option_f1", "<Result>[]</Result>", "<Result>[]</Result>", tag="Result", empty_match=0.5) == 0.5
+    assert score("option_f1", "<Result>[]</Result>", "<Result>[]</Result>", tag="Result") == 1.0
     assert score("option_f1", '["Palace Guide"]', ["Palace Guides"], threshold=0.8) > 0.9
 
 

@@ -14,7 +14,7 @@ from snsdata.rewards import evaluate, gold_check, score
 from snsdata.rewards.scorer import Scorer, overlong_penalty
 from snsdata.rewards.selfcheck import GoldFailure
 from snsdata.spec import TaskSpec, load_catalogue
-from snsdata.spec.reward import OverlongPenalty, SandboxReward
+from snsdata.spec.reward import MetricReward, OverlongPenalty, SandboxReward
 
 FIXTURES = Path(__file__).parent / "fixtures" / "reward_specs"
 
@@ -72,7 +72,8 @@ def test_label_candidates_aliases_and_normalisers() -> None:
     record = {**base, "candidates": "Education, Travel"}  # gold not among them: reward does not apply
     assert s(["Food"], [record]) == [None]
     record = {**base, "candidates": "Food, Travel"}
-    assert s(["Travel", "Food and Travel", "Sports"], [record] * 3) == [0.0, 1.0, 0.0]
+    # Naming two labels is wrong whatever comes first (it used to read "Food and Travel" as "Food").
+    assert s(["Travel", "Food and Travel", "Sports", "Food, it shows a dish"], [record] * 4) == [0.0, 0.0, 0.0, 1.0]
 
 
 def test_choose_from_candidates_rejects_answers_outside_them() -> None:
@@ -97,11 +98,15 @@ def test_ordered_and_unordered_lists() -> None:
     assert tags(["cafe; TEA", '["Tea"]', "[]"], [record] * 3) == [1.0, pytest.approx(2 / 3), 0.0]
 
 
-def test_empty_match_discount_applies_in_training_not_in_the_gold_check() -> None:
+def test_an_empty_answer_to_an_empty_gold_is_right() -> None:
+    # It used to earn a discounted `empty_match` (0.5 here), so a perfect model looked weak; imbalance is now
+    # fixed by balancing the data, and the parameter is refused with that explanation.
     spec = specs()["fx_labels"]
     record = {"text": "nothing", "answer": []}
-    assert Scorer(spec)(["[]", "", "none"], [record] * 3) == [0.5, 0.0, 0.0]
+    assert Scorer(spec)(["[]", "", "none"], [record] * 3) == [1.0, 0.0, 0.0]
     assert gold_check(spec, [record]) == []
+    with pytest.raises(ValueError, match="balance"):
+        MetricReward(metric="set_f1", params={"empty_match": 0.5})
 
 
 def test_typed_spans_and_json_fields() -> None:
@@ -250,3 +255,40 @@ def test_benchmark_tasks_delegate_to_the_official_evaluator(shared_data: Path) -
     assert score("note_gender", "Yes.", rows[0], compat="official") in (0.0, 1.0)
     with pytest.raises(ValueError, match="official"):
         score("fx_label", "Food", records("fx_label")[0], compat="official", specs=specs())
+
+
+def test_shaping_parts_and_the_raw_task_metric() -> None:
+    from snsdata.spec.reward import CompositeReward
+
+    base = specs()["fx_labels"]
+    reward = CompositeReward.model_validate({"type": "composite", "parts": [
+        {"reward": {"type": "metric", "metric": "set_f1"}},
+        {"role": "shaping", "weight": 0.5, "reward": {"type": "metric", "metric": "over_return"}},
+    ], "gate": {"type": "pattern", "checks": [{"max_chars": 30}]}, "gate_role": "shaping"})
+    s = Scorer(base.model_copy(update={"reward": reward}))
+    record = {"text": "x", "answer": ["Tea", "Cafe"]}
+    right, padded, long = s.details(["Tea; Cafe", "Tea; Cafe; Dogs; Pets", "Tea; Cafe" + " " * 40], [record] * 3)
+    assert (right.score, right.task_score) == (1.0, 1.0)
+    # Two extra items: F1 2/3 is the task's metric; over_return 1/2 at weight 0.5 takes a quarter of it away.
+    assert padded.task_score == pytest.approx(2 / 3) and padded.score == pytest.approx(2 / 3 * 0.75)
+    # A shaping gate zeroes the reward, not the task metric (the answer itself is right).
+    assert long.task_score == 1.0 and long.score == 0.0
+    assert s.stats.mean_task_score > s.stats.mean_reward
+    with pytest.raises(ValueError, match="correctness part"):
+        CompositeReward.model_validate({"type": "composite", "parts": [
+            {"role": "shaping", "reward": {"type": "metric", "metric": "over_return"}}]})
+    with pytest.raises(ValueError, match="at most 1"):
+        CompositeReward.model_validate({"type": "composite", "parts": [
+            {"reward": {"type": "metric", "metric": "set_f1"}},
+            {"role": "shaping", "weight": 2, "reward": {"type": "metric", "metric": "over_return"}}]})
+
+
+def test_spans_must_come_from_the_input() -> None:
+    from snsdata.spec.reward import MetricReward
+
+    base = specs()["fx_labels"]
+    s = Scorer(base.model_copy(update={"reward": MetricReward(metric="soft_set_f1", spans_from=["text"])}))
+    record = {"text": "We had tea at the cafe", "answer": ["tea", "cafe"]}
+    # "teas" would earn fuzzy credit against "tea", but it is not in the input: a wrong item.
+    assert s(["tea; cafe", "teas; cafe", "tea; cafe; dogs"], [record] * 3) == [1.0, pytest.approx(0.5),
+                                                                          pytest.approx(0.8)]

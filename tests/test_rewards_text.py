@@ -192,3 +192,12 @@ def test_extraction_first_and_last_and_missing() -> None:
     assert last.parse("1 then 2").value == "2"
     assert first.parse("1 then 2").value == "1"
     assert last.parse("none").ok is False
+
+
+def test_numbers_keep_fractions_and_drop_trailing_punctuation() -> None:
+    from snsdata.rewards.parse import parse_number
+
+    # "3/4。" used to read as 4 (the last number): a trailing period was fatal to a fraction answer.
+    assert parse_number("3/4。") == 0.75 and parse_number("x = 3/4.") == 0.75
+    assert parse_number("答案是12。") == 12.0 and parse_number("**7**") == 7.0 and parse_number('"-3"') == -3.0
+    assert parse_number("a 1/2.5 b") == 2.5 and parse_number("1/0") is None

@@ -1055,3 +1055,18 @@ def test_invalid_jobs_and_limits_are_rejected_up_front():
     with pytest.raises(ValueError):
         SandboxJob("x = 1", tests=[])
     assert run_jobs([]) == []
+
+
+@pytest.mark.skipif(not Path("/proc/self/autogroup").exists(), reason="no autogroups on this kernel")
+def test_a_niced_worker_keeps_its_niceness_after_setsid():
+    """Each run calls setsid(), which starts a new autogroup; a niced pool (the reward server's sandbox pool on a
+    host without cgroups) must stay niced there, or sandboxed code competes with cheap rewards at full weight."""
+    script = (
+        "import os; os.nice(5)\n"
+        "from snsdata.rewards.sandbox import SandboxJob, SandboxLimits, run_jobs\n"
+        "job = SandboxJob(program=\"print(open('/proc/self/autogroup').read())\", mode='stdio',"
+        " stdin_cases=[('', '')])\n"
+        "print(run_jobs([job], SandboxLimits(audit_hook=False, timeout_s=5))[0].stdout)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True)
+    assert re.search(r"nice 5\b", out.stdout), out.stdout

@@ -474,11 +474,11 @@ def _balance(prepared: Prepared, seed: int) -> dict[str, str]:
         if rule is None:
             continue
         train, rest = frame.filter(pl.col("_split") == TRAIN), frame.filter(pl.col("_split") != TRAIN)
-        kept, dropped = balance(train, rule.by, rule.max_ratio, seed)
+        kept, dropped = balance(train, rule.by, rule.ratio, seed, spec, rule.max_lead)
         prepared.ledger.add("balance", dropped, pl.col("_reason"))
         prepared.frames[task_id] = pl.concat([kept, rest], how="vertical_relaxed")
         prepared.ledger.count(task_id, "balance", prepared.frames[task_id].height)
-        applied[task_id] = f"{rule.by} (max_ratio {rule.max_ratio:g})"
+        applied[task_id] = rule.describe()
     return applied
 
 

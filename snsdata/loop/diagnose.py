@@ -3,6 +3,10 @@
 RedOne 2.0 reads the per-task rewards of exploratory RL to decide where targeted SFT is needed. This module turns a
 log (see `snsdata.loop.logs`) into that decision, by rules declared up front so that a run is reproducible and the
 choice can be argued about. `stage2` consumes the written file (`weak_tasks`, `failures`).
+
+Every figure is judged against what the gold answers earn on the same records (`gold_reward`): a task is weak
+relative to its own ceiling, and a rollout that earns what its record's gold earns passes whatever the threshold,
+so a perfect model is never weak and its answers never become failure samples.
 """
 
 from __future__ import annotations
@@ -28,9 +32,11 @@ class WeakRules(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     metric: Literal["mean_reward", "pass_rate"] = "mean_reward"
-    """The per-task figure the rules compare."""
+    """The per-task figure the rules compare: the mean reward relative to the gold's (`relative_mean_reward`),
+    or the pass rate."""
     pass_threshold: float = 0.5
-    """A rollout passes when its reward is at least this; a record fails when its mean reward is below it."""
+    """A rollout passes when its reward is at least this, or at least what its record's gold earns; a record
+    fails when its mean reward is below both."""
     task_pass_thresholds: dict[str, float] = Field(default_factory=dict)
     """Per-task overrides of `pass_threshold` (metric rewards such as BLEU live on other scales)."""
     below: float | None = 0.5
@@ -54,21 +60,58 @@ def load_rules(path: str | Path | None = None, **overrides: Any) -> WeakRules:
     return WeakRules.model_validate(data)
 
 
+TOLERANCE = 1e-6
+"""Float slack when a rollout is compared with its gold (an embedding cosine of identical texts rounds below 1)."""
+
+
 def _threshold(rules: WeakRules) -> pl.Expr:
-    """Each row's pass threshold: its task's override, else the default."""
-    return pl.col("task_id").replace_strict(rules.task_pass_thresholds, default=rules.pass_threshold,
-                                            return_dtype=pl.Float64)
+    """Each row's pass threshold: its task's override, else the default; never above what the record's gold earns
+    (a row without a known gold is held to the threshold alone)."""
+    declared = pl.col("task_id").replace_strict(rules.task_pass_thresholds, default=rules.pass_threshold,
+                                                return_dtype=pl.Float64)
+    return pl.min_horizontal(declared, pl.col("gold_reward").fill_null(1.0) - TOLERANCE)
+
+
+def gold_rewards(scored: pl.DataFrame, source: RecordSource) -> pl.DataFrame:
+    """Add `gold_reward`: what the record's own gold answer earns by the task's reward (null without a record).
+
+    Scored once per distinct (task, record), in one batch per task."""
+    from snsdata.rewards import get_scorer
+
+    specs = source.specs
+    known = scored.filter(pl.col("record").is_not_null() & pl.col("task_id").is_in(list(specs)))
+    distinct = known.select("task_id", "record").unique(maintain_order=True)
+    parts = []
+    for (task_id,), group in distinct.group_by("task_id", maintain_order=True):
+        spec = specs[str(task_id)]
+        records = [json.loads(r) for r in group["record"].to_list()]
+        golds = []
+        for record in records:
+            try:
+                golds.append(spec.render_target(record))
+            except Exception:
+                golds.append(None)
+        rewards = get_scorer(str(task_id), "fixed", specs)([g or "" for g in golds], records)
+        rewards = [r if g is not None else None for r, g in zip(rewards, golds, strict=True)]
+        parts.append(group.with_columns(gold_reward=pl.Series(rewards, dtype=pl.Float64)))
+    schema = {"task_id": pl.String, "record": pl.String, "gold_reward": pl.Float64}
+    table = pl.concat(parts) if parts else pl.DataFrame(schema=schema)
+    return scored.join(table, on=["task_id", "record"], how="left", nulls_equal=False)
 
 
 def task_figures(scored: pl.DataFrame, rules: WeakRules) -> pl.DataFrame:
-    """Per task: rows, scored rows, distinct records, mean reward, pass rate, parse-failure rate, failing records."""
+    """Per task: rows, scored rows, distinct records, mean reward, the gold's mean reward on the same rows and the
+    ratio of the two, pass rate, parse-failure rate, failing records."""
     rows = scored.with_columns(_threshold=_threshold(rules))
     valid = pl.col("reward").is_not_null()
+    gold = pl.col("gold_reward").fill_null(1.0).filter(valid).mean()
     per_task = rows.group_by("task_id").agg(
         count=pl.len(),
         scored=valid.sum(),
         records=pl.col("record_id").drop_nulls().n_unique(),
         mean_reward=pl.col("reward").mean(),
+        gold_mean_reward=gold,
+        relative_mean_reward=pl.when(gold > 0).then(pl.col("reward").mean() / gold),
         pass_rate=(pl.col("reward") >= pl.col("_threshold")).filter(valid).mean(),
         parse_failure_rate=pl.col("parse_failed").filter(valid).mean(),
     )
@@ -79,31 +122,40 @@ def task_figures(scored: pl.DataFrame, rules: WeakRules) -> pl.DataFrame:
 
 
 def failure_samples(scored: pl.DataFrame, rules: WeakRules) -> pl.DataFrame:
-    """Records whose mean reward over their rollouts is below the pass threshold, worst first per task."""
+    """Records whose mean reward over their rollouts is below the pass threshold (and below what their gold
+    earns), worst first per task."""
     return (scored.filter(pl.col("reward").is_not_null() & pl.col("record_id").is_not_null())
-            .group_by("task_id", "record_id").agg(reward=pl.col("reward").mean(), rollouts=pl.len())
+            .group_by("task_id", "record_id").agg(reward=pl.col("reward").mean(), rollouts=pl.len(),
+                                                  gold_reward=pl.col("gold_reward").max())
             .filter(pl.col("reward") < _threshold(rules))
+            .drop("gold_reward")
             .sort("task_id", "reward", "record_id"))
+
+
+def _figure(rules: WeakRules) -> str:
+    """The column the rules compare: the mean reward relative to the gold's, or the pass rate."""
+    return "relative_mean_reward" if rules.metric == "mean_reward" else "pass_rate"
 
 
 def choose_weak(figures: pl.DataFrame, rules: WeakRules, has_baseline: bool) -> dict[str, list[str]]:
     """Task id -> reasons it is weak (only weak tasks appear), by the declared rules."""
     reasons: dict[str, list[str]] = {}
-    eligible = figures.filter((pl.col("scored") >= rules.min_count) & pl.col(rules.metric).is_not_null())
+    figure = _figure(rules)
+    eligible = figures.filter((pl.col("scored") >= rules.min_count) & pl.col(figure).is_not_null())
     for row in eligible.to_dicts():
-        value = row[rules.metric]
-        if rules.below is not None and value < rules.below:
-            reasons.setdefault(row["task_id"], []).append(f"{rules.metric} {value:.3f} < {rules.below}")
-        base = row.get(f"baseline_{rules.metric}")
+        value = row[figure]
+        if rules.below is not None and value < rules.below - TOLERANCE:
+            reasons.setdefault(row["task_id"], []).append(f"{figure} {value:.3f} < {rules.below}")
+        base = row.get(f"baseline_{figure}")
         if has_baseline and rules.max_drop is not None and base is not None and base - value > rules.max_drop:
             reasons.setdefault(row["task_id"], []).append(
-                f"{rules.metric} fell {base - value:.3f} against the baseline (> {rules.max_drop})")
+                f"{figure} fell {base - value:.3f} against the baseline (> {rules.max_drop})")
     if rules.bottom_k:
-        ranked = eligible.sort(rules.metric, "task_id").with_columns(
+        ranked = eligible.filter(pl.col(figure) < 1 - TOLERANCE).sort(figure, "task_id").with_columns(
             rank=pl.col("task_id").cum_count().over("capability"))
         for row in ranked.filter(pl.col("rank") <= rules.bottom_k).to_dicts():
             reasons.setdefault(row["task_id"], []).append(
-                f"bottom {rules.bottom_k} of {row['capability']} by {rules.metric}")
+                f"bottom {rules.bottom_k} of {row['capability']} by {figure}")
     return reasons
 
 
@@ -115,13 +167,15 @@ def _capabilities(task_ids: list[str], source: RecordSource) -> dict[str, str]:
 def diagnose_frames(log: pl.DataFrame, rules: WeakRules, source: RecordSource,
                     baseline: pl.DataFrame | None = None) -> dict[str, Any]:
     """The diagnosis of an already-read log (and baseline): figures, weak tasks with reasons, failure samples."""
-    scored = score_rows(attach_records(log, source), source)
+    scored = gold_rewards(score_rows(attach_records(log, source), source), source)
     figures = task_figures(scored, rules)
     capabilities = _capabilities(figures["task_id"].to_list(), source)
     figures = figures.with_columns(capability=pl.col("task_id").replace_strict(capabilities, return_dtype=pl.String))
     if baseline is not None:
-        base = task_figures(score_rows(attach_records(baseline, source), source), rules).select(
-            "task_id", baseline_mean_reward="mean_reward", baseline_pass_rate="pass_rate")
+        base_scored = gold_rewards(score_rows(attach_records(baseline, source), source), source)
+        base = task_figures(base_scored, rules).select(
+            "task_id", baseline_mean_reward="mean_reward", baseline_relative_mean_reward="relative_mean_reward",
+            baseline_pass_rate="pass_rate")
         figures = figures.join(base, on="task_id", how="left").with_columns(
             delta_mean_reward=pl.col("mean_reward") - pl.col("baseline_mean_reward"),
             delta_pass_rate=pl.col("pass_rate") - pl.col("baseline_pass_rate"),

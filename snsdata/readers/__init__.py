@@ -53,7 +53,7 @@ from snsdata.spec.templating import environment, template_variables
 from snsdata.spec.where import WhereError, where_expression
 
 __all__ = ["DataNotFound", "Progress", "Purpose", "ReadBatch", "ReadResult", "SourceError", "data_found",
-           "default_data_root", "iter_task", "read_task", "read_work", "records"]
+           "default_data_root", "iter_task", "read_task", "read_work", "records", "select_where"]
 
 Purpose = Literal["train", "eval"]
 BATCH_ROWS = 20_000
@@ -529,6 +529,19 @@ def iter_task(spec: TaskSpec, data_root: str | Path | None = None, purpose: Purp
                 yield reader.process(split, frame.slice(start, batch_rows), [], None)
         return
     yield from reader.batches()
+
+
+def select_where(spec: TaskSpec, frame: pl.DataFrame) -> pl.DataFrame:
+    """The rows of a record frame that the spec's `where` keeps (every row without one), by the readers' own
+    where language: for records handed over directly (`snsdata eval --data`) as for files read here."""
+    source = spec.source
+    if not source.where or frame.is_empty():
+        return frame
+    try:
+        return frame.filter(where_expression(source.where, source.provided_fields()))
+    except (WhereError, pl.exceptions.PolarsError) as exc:
+        raise SourceError(f"{spec.id}: source.where {source.where!r} cannot be applied: "
+                          f"{str(exc).splitlines()[0]}") from None
 
 
 def read_task(spec: TaskSpec, data_root: str | Path | None = None, purpose: Purpose = "train",

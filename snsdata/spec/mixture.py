@@ -22,6 +22,10 @@ Format = Literal["sft", "dpo", "rl", "cpt"]
 Origin = Literal["sns", "general"]
 EMPTY_TARGET = "empty_target"
 """`balance.by` value meaning "is the gold answer empty" (CHLW's `[]`, MRC's unanswerable) instead of a field."""
+GOLD_CLASS = "gold_class"
+"""`balance.by` value meaning "the gold's class as the task's reward reads it": the label of a label task, enum
+fields of a JSON answer, else empty vs non-empty (a list, an extraction, a tagged answer list). One rule with it
+covers every task of a mixture."""
 
 
 class _Strict(BaseModel):
@@ -111,13 +115,29 @@ class Component(_Strict):
 
 
 class Balance(_Strict):
-    """Class balancing of a task's train rows, so a majority class cannot farm reward (CHLW's 70% empty golds)."""
+    """Class balancing of a task's train rows, so that a constant answer cannot farm reward (CHLW's 70% empty
+    golds, a skewed binary label, the most frequent answer of a generated task)."""
 
     select: Select
     by: str
-    """A field of the record (the label), or `empty_target` (gold empty vs not)."""
-    max_ratio: float = Field(default=1.0, ge=1)
-    """Each class keeps at most max_ratio x the smallest class's rows; the rest go to rejects (step `balance`)."""
+    """A field of the record (the label), `empty_target` (gold empty vs not) or `gold_class` (the reward's class
+    of the gold: the label, the answer of an exact-answer task, else empty vs not)."""
+    max_ratio: float | None = Field(default=None, ge=1)
+    """Each class keeps at most max_ratio x the smallest class's rows. Default 1 when `max_lead` is not set."""
+    max_lead: float | None = Field(default=None, gt=0, le=1)
+    """No class keeps more than an even share of the task's kept rows (1/K for K classes) plus this: two classes
+    end at most (0.5 + lead) : (0.5 - lead), and an open answer (a number) at most `lead` plus a sliver. A
+    constant answer then earns at most chance + lead."""
+
+    @property
+    def ratio(self) -> float | None:
+        """The max_ratio in force (1 when neither cap is set)."""
+        return self.max_ratio if self.max_ratio is not None or self.max_lead is not None else 1.0
+
+    def describe(self) -> str:
+        caps = [f"max_ratio {self.ratio:g}"] if self.ratio is not None else []
+        caps += [f"max_lead {self.max_lead:g}"] if self.max_lead is not None else []
+        return f"{self.by} ({', '.join(caps)})"
 
 
 class GroupBy(_Strict):
@@ -425,7 +445,7 @@ def check_against_catalogue(mixture: Mixture, specs: dict[str, TaskSpec]) -> lis
         unknown(mixture.targeted.default_weak_tasks, "targeted", "default_weak_tasks")
     for i, rule in enumerate(mixture.balance):
         unknown(rule.select.ids, "balance", i, "select", "ids")
-        if rule.by == EMPTY_TARGET:
+        if rule.by in (EMPTY_TARGET, GOLD_CLASS):
             continue
         for spec in specs.values():
             if rule.select.matches(spec) and rule.by not in spec.source.provided_fields():

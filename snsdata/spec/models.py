@@ -247,6 +247,27 @@ class Eval(_Strict):
     benchmark: str | None = None
 
 
+class AuditAcceptance(_Strict):
+    """A higher ceiling for one policy of the reward audit, with the reason it is right for this task."""
+
+    ceiling: float = Field(ge=0.0, le=1.0)
+    reason: str = Field(min_length=10)
+
+
+class Audit(_Strict):
+    """What the reward audit (`snsdata audit`) accepts of this task beyond its strict defaults."""
+
+    candidates: str | None = None
+    """Template rendering every answer a record offers as a JSON list (e.g. the note ids of a ranking task),
+    for the "every candidate at once" policy; default: `output.candidates_field`, else `output.labels`."""
+    content_fields: list[str] = Field(default_factory=list)
+    """Fields holding the content an answer must carry over (a rewrite's post): the junk policy swaps their words
+    in the gold and keeps the rest (what the instructions add). Default: the fields the prompt shows."""
+    accept: dict[str, AuditAcceptance] = Field(default_factory=dict)
+    """Policy name -> a ceiling above the default, with its reason (e.g. a task where an empty answer is a real
+    class)."""
+
+
 class TaskSpec(_Strict):
     """One task: data, prompt, target, output format, reward. Loaded by `snsdata.spec.load_spec`."""
 
@@ -264,6 +285,7 @@ class TaskSpec(_Strict):
     output: Output
     reward: RewardSpec
     eval: Eval = Field(default_factory=Eval)
+    audit: Audit = Field(default_factory=Audit)
 
     model_config = ConfigDict(extra="forbid", frozen=True, ignored_types=(cached_property,))
 

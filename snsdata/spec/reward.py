@@ -42,7 +42,15 @@ MetricName = Literal[
     "field_acc",
     "ndcg",
     "option_f1",
+    "over_return",
 ]
+
+Role = Literal["correctness", "shaping"]
+"""What a part of a composite reward stands for. `correctness`: the task's own metric (a wrong label, spans not in
+the input); `shaping`: a penalty that steers the policy without being the task's metric (echoing the source,
+returning more items than asked, a rewrite that drops the post's content). Trainers log both (`ScoreDetail`)."""
+
+Equivalence = Literal["string", "math", "reasoning_gym"]
 
 
 class _Strict(BaseModel):
@@ -74,9 +82,8 @@ class Extraction(_Strict):
 
 
 class _Params(_Strict):
-    empty_match: float = Field(default=1.0, ge=0.0, le=1.0)
-    """Score when prediction and gold are both empty (an empty list, no text). Lower it where an always-empty
-    answer would farm reward on a mostly-empty task."""
+    """An empty answer to an empty gold is right and scores 1; class imbalance (mostly-empty golds) is fixed by
+    balancing the data (`balance: by: gold_class`), never by discounting correct answers."""
 
 
 class _TokenParams(_Params):
@@ -102,6 +109,12 @@ class ChrfParams(_Params):
 class AnlsParams(_Params):
     threshold: float = Field(default=0.5, ge=0.0, le=1.0)
     """Similarities below this score 0 (standard ANLS uses 0.5; 0 keeps the raw similarity)."""
+
+
+class EmbedParams(_Params):
+    floor: float = Field(default=0.0, ge=0.0, lt=1.0)
+    """Cosine that counts as no similarity: scores are (cos - floor) / (1 - floor), clipped to [0, 1]. MiniLM gives
+    unrelated short texts of one domain 0.1-0.4, so a floor keeps such answers from earning anything."""
 
 
 class AbsErrParams(_Strict):
@@ -143,11 +156,12 @@ METRIC_PARAMS: dict[str, type[BaseModel]] = {
     "rouge_2": _TokenParams,
     "rouge_l": _TokenParams,
     "anls": AnlsParams,
-    "embed_cosine": _Params,
+    "embed_cosine": EmbedParams,
     "abs_err": AbsErrParams,
     "field_acc": FieldAccParams,
     "ndcg": NdcgParams,
     "option_f1": OptionParams,
+    "over_return": _Params,
 }
 """The parameters each metric accepts, with their defaults; unknown or ill-typed parameters fail validation."""
 
@@ -162,6 +176,13 @@ class ExactMatchReward(_Strict):
     """Score 0 unless the answer is one of the record's candidates (output.candidates_field, else labels)."""
     ordered: bool = False
     """List answers (labels, spans) must match in order (a taxonomy path); default: as sets."""
+    equivalence: Equivalence = "string"
+    """How the answer is compared with the gold: `string` (the normalised values are equal), `math` (equal as
+    exact rationals when both read as numbers, fractions or LaTeX fractions, else as normalised LaTeX), or
+    `reasoning_gym` (the generating dataset's own `score_answer` on the record gives full marks)."""
+    spans_from: list[str] = Field(default_factory=list)
+    """Extraction: record fields every predicted item must occur in (after normalisation); an item found in
+    none of them is wrong (correctness)."""
 
 
 class MetricReward(_Strict):
@@ -172,7 +193,10 @@ class MetricReward(_Strict):
     aliases: dict[str, list[str]] = Field(default_factory=dict)
     """Canonical item -> other spellings that count as it (e.g. entity-type names)."""
     params: dict[str, Any] = Field(default_factory=dict)
-    """Metric-specific knobs (METRIC_PARAMS), e.g. {tokenize: zh} for BLEU, {empty_match: 0.5} for set_f1."""
+    """Metric-specific knobs (METRIC_PARAMS), e.g. {tokenize: zh} for BLEU, {k: 10} for nDCG."""
+    spans_from: list[str] = Field(default_factory=list)
+    """Extraction: record fields every predicted item must occur in (after normalisation); an item found in
+    none of them counts as a wrong item (correctness: it can match nothing)."""
 
     @model_validator(mode="after")
     def _params_known(self) -> MetricReward:
@@ -182,6 +206,11 @@ class MetricReward(_Strict):
 
 def metric_params(reward: MetricReward) -> BaseModel:
     """The reward's metric parameters, validated and with defaults filled in."""
+    if "empty_match" in reward.params:
+        raise ValueError(
+            f"params of metric {reward.metric!r}: empty_match was removed: an empty answer to an empty gold is "
+            "right and scores 1; balance empty and non-empty golds in the mixture (balance: by: gold_class) "
+            "instead of discounting correct answers")
     try:
         return METRIC_PARAMS[reward.metric].model_validate(reward.params)
     except ValidationError as exc:
@@ -191,6 +220,38 @@ def metric_params(reward: MetricReward) -> BaseModel:
             for e in exc.errors()
         )
         raise ValueError(f"params of metric {reward.metric!r}: {problems}") from None
+
+
+class EchoCheck(_Strict):
+    """How much of a record field (a translation's source) the answer repeats."""
+
+    field: str
+    n: int = Field(default=3, ge=1, le=8)
+    """Character n-grams of letters, digits and CJK characters, case-folded (punctuation and spaces left out)."""
+    script: Literal["cjk", "latin"] | None = None
+    """Count only the field's n-grams of this script (a Chinese source's Chinese, not the Latin names a
+    translation keeps)."""
+    free: float = Field(default=0.3, ge=0.0, lt=1.0)
+    """Share of the field's n-grams the answer may repeat at no cost (names, hashtags, numbers); above it the
+    score falls linearly to 0 at a full copy."""
+
+
+class ScriptShare(_Strict):
+    """The answer is written in the expected script: its letters of `script` make up at least `min` of all
+    its letters (Latin and CJK; digits, punctuation and emoji do not count)."""
+
+    script: Literal["cjk", "latin"]
+    min: float = Field(default=0.5, gt=0.0, le=1.0)
+
+
+class ContentKept(_Strict):
+    """The answer keeps a record field's content (a rewrite keeps its post): the share of the field's character
+    n-grams found in the answer, scored min(1, share / min). Character n-grams serve Chinese and English alike
+    (no English-only embedder)."""
+
+    field: str
+    n: int = Field(default=3, ge=1, le=8)
+    min: float = Field(default=0.8, gt=0.0, le=1.0)
 
 
 class PatternCheck(_Strict):
@@ -210,6 +271,9 @@ class PatternCheck(_Strict):
     ifeval_from_fields: dict[str, str] | None = None
     """IFEval-style instructions read from the record: {instruction_ids: FIELD, kwargs: FIELD, prompt: FIELD}
     (`prompt` optional; only `combination:repeat_prompt` reads it)."""
+    echo_of: EchoCheck | None = None
+    script_share: ScriptShare | None = None
+    keeps_content: ContentKept | None = None
 
     @model_validator(mode="after")
     def _exactly_one(self) -> PatternCheck:
@@ -273,8 +337,17 @@ class SandboxReward(_Strict):
 
 
 class CompositePart(_Strict):
-    weight: float = 1.0
+    weight: float = Field(default=1.0, gt=0.0)
+    """Correctness parts: weight in the weighted mean. Shaping parts: how much of the reward the part can take
+    away (at most 1): the reward is multiplied by 1 - weight x (1 - part score)."""
+    role: Role = "correctness"
     reward: RewardSpec
+
+    @model_validator(mode="after")
+    def _shaping_weight(self) -> CompositePart:
+        if self.role == "shaping" and self.weight > 1:
+            raise ValueError("a shaping part's weight is the share of the reward it can take away: at most 1")
+        return self
 
 
 class OverlongPenalty(_Strict):
@@ -291,11 +364,24 @@ class OverlongPenalty(_Strict):
 
 
 class CompositeReward(_Strict):
+    """Correctness parts averaged by weight (the task's metric, `ScoreDetail.task_score`), times the gate, times
+    each shaping part's factor, plus the overlong penalty (the shaped reward, `ScoreDetail.score`)."""
+
     type: Literal["composite"] = "composite"
     parts: list[CompositePart] = Field(min_length=1)
     gate: RewardSpec | None = None
-    """A format reward that multiplies the weighted sum (0 if the format is wrong)."""
+    """A format reward that multiplies the result (0 if the format is wrong)."""
+    gate_role: Role = "correctness"
+    """Whether a wrong format makes the task's answer wrong (`correctness`: the benchmark cannot read it) or is
+    only steered against (`shaping`: the raw task metric ignores the gate)."""
     overlong: OverlongPenalty | None = None
+    """DAPO's overlong punishment, always shaping."""
+
+    @model_validator(mode="after")
+    def _has_correctness(self) -> CompositeReward:
+        if not any(part.role == "correctness" for part in self.parts):
+            raise ValueError("a composite reward needs at least one correctness part (the task's own metric)")
+        return self
 
 
 RewardSpec = Annotated[
