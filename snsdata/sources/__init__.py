@@ -14,6 +14,7 @@ from typing import Any
 import polars as pl
 
 from snsdata.sources.common import EVAL_SPLITS, split_seed
+from snsdata.sources.functions import function_synthesis_source
 from snsdata.sources.humaneval import humaneval_source
 from snsdata.sources.instructions import sns_instructions_source
 from snsdata.sources.reasoning import reasoning_gym_source
@@ -24,6 +25,7 @@ GENERATORS: dict[str, Generator] = {
     "reasoning_gym": reasoning_gym_source,
     "humaneval": humaneval_source,
     "sns_instructions": sns_instructions_source,
+    "function_synthesis": function_synthesis_source,
 }
 
 __all__ = ["EVAL_SPLITS", "GENERATORS", "Generator", "UnknownGenerator", "generate_source", "split_seed"]
