@@ -75,7 +75,9 @@ def check_arithmetic(result) -> None:
 
 
 def test_every_shipped_mixture_builds_with_no_arguments(builds) -> None:
-    assert set(builds) == {"cpt", "sft_step1", "sft_step2", "dpo", "stage1", "stage2", "stage3"}
+    assert set(builds) == {"cpt", "sft_step1", "sft_step2", "dpo", "stage1", "stage2", "stage3",  # the stages
+                           "stage2_soft0", "stage2_soft5", "stage2_soft10", "stage2_soft15", "naive_sft",
+                           "naive_rl", "rl_twice"}  # RedOne 2.0's ablations
     for name, result in builds.items():
         assert result.train.height > 0 and result.eval.height > 0, name
         check_arithmetic(result)
@@ -344,7 +346,12 @@ def test_cpt_takes_raw_text_files_and_content_fields(catalogue, builds, tmp_path
 
 
 def test_allocation_follows_temperature_and_caps() -> None:
-    from snsdata.build.sampling import allocate, draw
+    from snsdata.build.sampling import Limits, Pool, allocate_component, draw
+
+    def allocate(sizes: dict[str, int], quota: int, temperature: float, upsample: float) -> dict[str, int]:
+        """Tasks that are each their own source: the temperature and the upsampling cap alone decide."""
+        pool = Pool(sizes, {t: t for t in sizes}, dict.fromkeys(sizes, "general"), sizes)
+        return allocate_component(pool, quota, Limits(temperature, upsample, {}, lambda _: None, None))[0]
 
     sizes = {"big": 900, "small": 100}
     assert allocate(sizes, 100, 1.0, 1.0) == {"big": 90, "small": 10}  # natural proportions

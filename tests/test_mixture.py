@@ -10,6 +10,9 @@ from snsdata.spec import SpecError, load_catalogue
 from snsdata.spec.mixture import Mixture, Select, check_against_catalogue, list_mixtures, load_mixture
 
 SHIPPED = {"cpt", "sft_step1", "sft_step2", "dpo", "stage1", "stage2", "stage3"}
+ABLATIONS = {"stage2_soft0": "sft", "stage2_soft5": "sft", "stage2_soft10": "sft", "stage2_soft15": "sft",
+             "naive_sft": "sft", "naive_rl": "rl", "rl_twice": "rl"}
+"""RedOne 2.0's suggested experiments, shipped as mixtures beside the stages."""
 
 
 @pytest.fixture(scope="module")
@@ -24,15 +27,15 @@ def write(tmp_path: Path, text: str) -> Path:
 
 
 def test_shipped_mixtures_load_and_name_only_known_tasks(catalogue) -> None:
-    assert set(list_mixtures()) == SHIPPED
+    assert set(list_mixtures()) == SHIPPED | set(ABLATIONS)
     formats = {}
-    for name in SHIPPED:
+    for name in SHIPPED | set(ABLATIONS):
         mixture = load_mixture(name)
         assert mixture.name == name
         assert check_against_catalogue(mixture, catalogue) == []
         formats[name] = mixture.format
     assert formats == {"cpt": "cpt", "sft_step1": "sft", "sft_step2": "sft", "dpo": "dpo", "stage1": "rl",
-                       "stage2": "sft", "stage3": "rl"}
+                       "stage2": "sft", "stage3": "rl", **ABLATIONS}
     step1, step2 = load_mixture("sft_step1"), load_mixture("sft_step2")
     share = {m.name: next(c.share for c in m.components if c.name == "sns") for m in (step1, step2)}
     assert share["sft_step2"] > share["sft_step1"]  # RedOne: step 2 has the higher SNS share

@@ -31,7 +31,7 @@ from snsdata.build.formats import (
 from snsdata.build.inputs import Diagnosis, SoftLabels, read_diagnosis, read_soft_labels, sha256_file
 from snsdata.build.keys import hash_hex, hash_u64
 from snsdata.build.ledger import Ledger
-from snsdata.build.sampling import allocate, balance, draw
+from snsdata.build.sampling import Limits, Pool, allocate_component, balance, draw
 from snsdata.build.splits import EVAL, LEAK, TRAIN, assign_splits
 from snsdata.readers import DataNotFound, SourceError, data_found, default_data_root, read_task
 from snsdata.spec import SpecError, TaskSpec, load_catalogue
@@ -43,6 +43,7 @@ from snsdata.spec.mixture import (
     check_against_catalogue,
     load_mixture,
     origin_of,
+    source_of,
 )
 from snsdata.spec.models import GeneratedSource
 
@@ -482,13 +483,15 @@ def _balance(prepared: Prepared, seed: int) -> dict[str, str]:
     return applied
 
 
-def _quotas(mixture: Mixture, total: int | None, sizes: dict[str, dict[str, int]],
+def _quotas(mixture: Mixture, total: int | None, pools: dict[str, Pool],
             report: Reporter) -> tuple[dict[str, int], dict[str, Any]]:
-    """Train rows per task: component quotas from shares or counts, temperature within, shares kept when capped."""
+    """Train rows per task: component quotas from shares or counts, then capabilities, sources and tasks within
+    (`sampling.allocate_component`); shares kept when a component falls short."""
     counted = sum(c.count or 0 for c in mixture.components)
+    empty = Pool({}, {}, {}, {})
     wanted: dict[str, int] = {}
     for component in mixture.components:
-        available = sizes.get(component.name, {})
+        available = pools.get(component.name, empty).sizes
         if component.count is not None:
             wanted[component.name] = component.count
         elif component.share is not None and total is not None:
@@ -496,36 +499,72 @@ def _quotas(mixture: Mixture, total: int | None, sizes: dict[str, dict[str, int]
         else:
             wanted[component.name] = sum(available.values())
 
-    def run(targets: dict[str, int]) -> tuple[dict[str, dict[str, int]], dict[str, int]]:
-        per_task, achieved = {}, {}
+    def run(targets: dict[str, int]) -> tuple[dict[str, dict[str, int]], dict[str, int], dict[str, Any]]:
+        per_task, achieved, details = {}, {}, {}
         for component in mixture.components:
-            available = sizes.get(component.name, {})
-            temperature = component.temperature or mixture.temperature
-            upsample = component.max_upsample or mixture.max_upsample
-            if component.share is None and component.count is None:
-                per_task[component.name] = dict(available)
+            pool = pools.get(component.name, empty)
+            takes_all = component.share is None and component.count is None
+            limits = Limits(component.temperature or mixture.temperature,
+                            1.0 if takes_all else component.max_upsample or mixture.max_upsample,
+                            dict(component.capabilities), component.source_cap, component.max_task_share)
+            capped = bool(component.capabilities or component.max_source_share or component.source_caps
+                          or component.max_task_share)
+            if takes_all and not capped:
+                per_task[component.name] = dict(pool.sizes)
             else:
-                per_task[component.name] = allocate(available, targets[component.name], temperature, upsample)
+                per_task[component.name], details[component.name] = allocate_component(
+                    pool, targets[component.name], limits)
             achieved[component.name] = sum(per_task[component.name].values())
-        return per_task, achieved
+        return per_task, achieved, details
 
-    per_task, achieved = run(wanted)
-    shared = [c.name for c in mixture.components if c.share is not None and sum(sizes.get(c.name, {}).values())]
+    per_task, achieved, details = run(wanted)
+    shared = [c.name for c in mixture.components
+              if c.share is not None and sum(pools.get(c.name, empty).sizes.values())]
     ratios = [achieved[n] / wanted[n] for n in shared if wanted[n]]
     scale = min([1.0, *ratios])
     if scale < 1.0:
         binding = min(shared, key=lambda n: achieved[n] / wanted[n] if wanted[n] else math.inf)
-        report.say(f"component {binding!r} reaches {achieved[binding]} of {wanted[binding]} rows (upsampling cap); "
-                   f"share components scaled by {scale:.3f} to keep their shares", "yellow")
+        report.say(f"component {binding!r} reaches {achieved[binding]} of {wanted[binding]} rows (upsampling or "
+                   f"share caps); share components scaled by {scale:.3f} to keep their shares", "yellow")
         targets = {n: (math.floor(wanted[n] * scale) if n in shared else wanted[n]) for n in wanted}
-        per_task, achieved = run(targets)
+        per_task, achieved, details = run(targets)
     for component in mixture.components:
-        if component.share is not None and not sum(sizes.get(component.name, {}).values()):
+        if component.share is not None and not sum(pools.get(component.name, empty).sizes.values()):
             report.say(f"component {component.name!r} has no rows: its share stays empty", "yellow")
+        for capability, info in details.get(component.name, {}).get("capabilities", {}).items():
+            if info["quota"] and info["allocated"] < round(info["quota"] * achieved[component.name]):
+                report.say(f"component {component.name!r}: capability {capability} gets {info['allocated']} rows "
+                           f"for a quota of {info['quota']:g} (too few rows under the caps; the rest went to the "
+                           "other capabilities)", "yellow")
     summary = {name: {"requested": wanted[name], "allocated": achieved[name],
-                      "tasks": dict(sorted(per_task[name].items()))} for name in wanted}
+                      "tasks": dict(sorted(per_task[name].items())), **details.get(name, {})} for name in wanted}
     quotas = {task: q for name in per_task for task, q in per_task[name].items()}
     return quotas, {"scale": round(scale, 6), "components": summary}
+
+
+def _pools(prepared: Prepared, frames: dict[str, pl.DataFrame],
+           component_of: dict[str, str]) -> dict[str, Pool]:
+    """Each component's train rows per task, with each task's source and capability and each source's distinct
+    records (the content texts of its tasks' train rows, counted once)."""
+    sizes: dict[str, dict[str, int]] = {}
+    source: dict[str, str] = {}
+    capability: dict[str, str] = {}
+    texts: dict[str, dict[str, list[pl.Series]]] = {}
+    for task_id, frame in frames.items():
+        name = component_of[task_id]
+        train = frame.filter(pl.col("_split") == TRAIN)
+        sizes.setdefault(name, {})[task_id] = train.height
+        spec = prepared.specs.get(task_id)
+        source[task_id] = source_of(spec) if spec is not None and task_id in prepared.plan else task_id
+        capability[task_id] = spec.capability if spec is not None and task_id in prepared.plan else "raw_text"
+        text = train["text"] if task_id not in prepared.plan else pipeline_steps.with_text(train)["_text"]
+        texts.setdefault(name, {}).setdefault(source[task_id], []).append(text)
+    pools = {}
+    for name, per_task in sizes.items():
+        distinct = {s: pl.concat(parts).n_unique() for s, parts in texts[name].items()}
+        pools[name] = Pool(per_task, {t: source[t] for t in per_task}, {t: capability[t] for t in per_task},
+                           distinct)
+    return pools
 
 
 def _sample(prepared: Prepared, total: int | None, seed: int,
@@ -537,10 +576,7 @@ def _sample(prepared: Prepared, total: int | None, seed: int,
         frames[task_id] = frame.with_columns(_pinned=pl.lit(False))
     component_of = {t: c.name for t, c in prepared.plan.items()} | {
         f"raw_{c.name}": c.name for c in mixture.components if c.raw}
-    sizes: dict[str, dict[str, int]] = {}
-    for task_id, frame in frames.items():
-        sizes.setdefault(component_of[task_id], {})[task_id] = frame.filter(pl.col("_split") == TRAIN).height
-    quotas, summary = _quotas(mixture, total, sizes, report)
+    quotas, summary = _quotas(mixture, total, _pools(prepared, frames, component_of), report)
     eval_cap = mixture.splits.eval_max_per_task
     drawn = []
     for task_id in sorted(frames):

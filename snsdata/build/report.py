@@ -117,6 +117,29 @@ def _lengths(frame: pl.DataFrame) -> dict[str, list[int]]:
     return out
 
 
+def _composition(manifest: dict[str, Any], rows: int) -> str:
+    """Train rows per source (a dataset, however many tasks read it) and per capability, as shares, and each
+    component's capability quotas against what it got."""
+    composition = manifest.get("composition", {})
+    parts = ["<h2>Composition by source and capability (train)</h2>"]
+    for key, title in (("by_source", "source"), ("by_capability", "capability")):
+        counts = composition.get(key, {})
+        parts.append(bar_chart(list(counts.items()), f"rows by {title}"))
+        parts.append(_table([[name, f"{n:,}", f"{n / rows:.1%}" if rows else ""] for name, n in counts.items()],
+                            [title, "train rows", "share"]))
+    for name, info in manifest["sampling"]["components"].items():
+        quotas = info.get("capabilities")
+        if quotas:
+            size = info["allocated"] or 1
+            parts.append(f"<p>component <code>{_esc(name)}</code>: capability quotas</p>" + _table(
+                [[c, f"{q['quota']:.0%}", f"{q['allocated']:,}", f"{q['allocated'] / size:.1%}"]
+                 for c, q in quotas.items()], ["capability", "quota", "allocated", "share"]))
+        if info.get("raised"):
+            parts.append(f"<p>component <code>{_esc(name)}</code>: share caps raised to an even split (too few "
+                         f"sources or tasks): {_esc(info['raised'])}</p>")
+    return "".join(parts)
+
+
 def render_report(build_dir: str | Path) -> str:
     """The HTML text of a build's report."""
     build_dir = Path(build_dir)
@@ -145,6 +168,7 @@ def render_report(build_dir: str | Path) -> str:
                     + bar_chart([(r[0], r[1]) for r in by_origin.iter_rows()], "rows by origin")
                     + bar_chart([(r[0], r[1]) for r in by_cap.iter_rows()], "rows by capability")
                     + bar_chart([(r[0], r[1]) for r in by_task.iter_rows()], "rows by task"))
+    sections.append(_composition(manifest, train.height))
     sections.append("<h2>Lengths (train, characters)</h2>"
                     + "".join(histogram(v, name) for name, v in _lengths(train).items()))
     task_rows = [[t, info["component"], info["capability"], *[info["counts"].get(s, "") for s in

@@ -7,6 +7,9 @@ unrelated rows come and go, and the same seed always draws the same rows.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 import polars as pl
 
@@ -18,35 +21,139 @@ EMPTY_GOLDS = ("", "[]", "{}", "null", "none", "''", '""')
 """Rendered targets that mean "nothing to extract" (CHLW's `[]`, an unanswerable MRC record)."""
 
 
-def allocate(sizes: dict[str, int], quota: int, temperature: float, max_upsample: float) -> dict[str, int]:
-    """Split `quota` rows among tasks in proportion to size^(1/T), no task above max_upsample x its size.
+def fill(weights: dict[str, float], caps: dict[str, int], quota: int) -> dict[str, int]:
+    """Split `quota` among the keys of `caps` in proportion to `weights` (a key without weight gets none), no
+    key above its cap.
 
-    A task that hits its cap keeps the cap and the rest is shared again among the others (water filling);
-    integer rounding gives leftover rows to the largest remainders (ties by task id). The sum falls short of
-    `quota` only when every task is capped.
+    A key that hits its cap keeps the cap and the rest is shared again among the others (water filling);
+    integer rounding gives leftover rows to the largest remainders (ties by key). The sum falls short of `quota`
+    only when every weighted key is capped.
     """
-    caps = {task: math.floor(n * max_upsample) for task, n in sizes.items()}
-    free = sorted(task for task, n in sizes.items() if n > 0)
-    out = dict.fromkeys(sizes, 0)
+    free = sorted(key for key, w in weights.items() if w > 0)
+    out = dict.fromkeys(caps, 0)
     remaining = quota
     while free:
-        weights = {task: sizes[task] ** (1 / temperature) for task in free}
-        total = sum(weights.values())
-        ideal = {task: remaining * w / total for task, w in weights.items()}
-        capped = [task for task in free if ideal[task] >= caps[task]]
+        total = sum(weights[key] for key in free)
+        ideal = {key: remaining * weights[key] / total for key in free}
+        capped = [key for key in free if ideal[key] >= caps[key]]
         if not capped:
-            floors = {task: math.floor(value) for task, value in ideal.items()}
+            floors = {key: math.floor(value) for key, value in ideal.items()}
             left = remaining - sum(floors.values())
-            by_remainder = sorted(free, key=lambda task: (-(ideal[task] - floors[task]), task))
-            for task in by_remainder[:left]:
-                floors[task] += 1
+            by_remainder = sorted(free, key=lambda key: (-(ideal[key] - floors[key]), key))
+            for key in by_remainder[:left]:
+                floors[key] += 1
             out.update(floors)
             break
-        for task in capped:
-            out[task] = caps[task]
-            remaining -= caps[task]
-            free.remove(task)
+        for key in capped:
+            out[key] = caps[key]
+            remaining -= caps[key]
+            free.remove(key)
     return out
+
+
+@dataclass(frozen=True)
+class Pool:
+    """One component's train rows as sampling sees them: per task its rows, source and capability, and per
+    source its distinct records (a dataset read by several tasks counts once)."""
+
+    sizes: dict[str, int]
+    source: dict[str, str]
+    capability: dict[str, str]
+    distinct: dict[str, int]
+
+
+@dataclass(frozen=True)
+class Limits:
+    """A component's quota rules: temperature, upsampling cap, capability quotas and share caps."""
+
+    temperature: float
+    max_upsample: float
+    capabilities: dict[str, float]
+    source_cap: Callable[[str], float | None]
+    max_task_share: float | None
+
+
+def allocate_component(pool: Pool, quota: int, limits: Limits) -> tuple[dict[str, int], dict[str, Any]]:
+    """Train rows per task of one component: capabilities (quotas), then sources (temperature over distinct
+    records), then the tasks of a source (temperature over their rows), each level capped.
+
+    Share caps are shares of the rows the component really gets: when the sources cannot fill `quota` under
+    them, the component shrinks to the largest size at which every cap holds (`share_capped_size`). A cap below
+    an even split (0.2 with two sources) cannot hold at any size: it is raised to the even split, and the
+    detail says so (`raised`).
+    """
+    tasks = sorted(t for t, n in pool.sizes.items() if n > 0)
+    room = {t: math.floor(pool.sizes[t] * limits.max_upsample) for t in tasks}
+    sources = sorted({pool.source[t] for t in tasks})
+    members = {s: [t for t in tasks if pool.source[t] == s] for s in sources}
+
+    if limits.capabilities:
+        tasks = [t for t in tasks if limits.capabilities.get(pool.capability[t], 0) > 0]
+        sources = sorted({pool.source[t] for t in tasks})
+        members = {s: [t for t in members[s] if t in tasks] for s in sources}
+    raised: dict[str, float] = {}
+    task_share = _even(limits.max_task_share, len(tasks), "tasks", raised)
+    source_share = {s: _even(limits.source_cap(s), len(sources), s, raised) for s in sources}
+
+    def capacity(size: int) -> tuple[dict[str, int], dict[str, int]]:
+        task_caps = {t: _capped(room[t], task_share, size) for t in tasks}
+        source_caps = {s: _capped(sum(task_caps[t] for t in members[s]), source_share[s], size) for s in sources}
+        return task_caps, source_caps
+    size = share_capped_size(lambda n: sum(capacity(n)[1].values()), quota)
+    task_caps, source_caps = capacity(size)
+    groups: dict[str, list[str]] = {}
+    for s in sources:
+        groups.setdefault(pool.capability[members[s][0]] if limits.capabilities else "", []).append(s)
+    if limits.capabilities:
+        present = {c: limits.capabilities[c] for c in groups}
+        per_group = fill(present, {c: sum(source_caps[s] for s in groups[c]) for c in groups}, size)
+    else:
+        per_group = {"": size}
+    per_source: dict[str, int] = {}
+    for group, names in groups.items():
+        weights = {s: pool.distinct[s] ** (1 / limits.temperature) for s in names}
+        per_source |= fill(weights, {s: source_caps[s] for s in names}, per_group[group])
+    per_task = dict.fromkeys(pool.sizes, 0)
+    for s in sources:
+        weights = {t: pool.sizes[t] ** (1 / limits.temperature) for t in members[s]}
+        per_task |= fill(weights, {t: task_caps[t] for t in members[s]}, per_source[s])
+    detail: dict[str, Any] = {"size": size, "sources": {
+        s: {"distinct_records": pool.distinct[s], "allocated": per_source[s], "cap": source_caps[s],
+            "tasks": members[s]} for s in sources}}
+    if raised:
+        detail["raised"] = raised
+    if limits.capabilities:
+        detail["capabilities"] = {c: {"quota": q, "allocated": sum(per_source[s] for s in groups.get(c, []))}
+                                  for c, q in sorted(limits.capabilities.items())}
+    return per_task, detail
+
+
+def _even(share: float | None, count: int, name: str, raised: dict[str, float]) -> float | None:
+    """A share cap, raised to an even split of `count` where it is below one (and noted in `raised`)."""
+    if share is None or not count or share * count >= 1:
+        return share
+    raised[name] = round(1 / count, 6)
+    return 1 / count
+
+
+def _capped(room: int, share: float | None, size: int) -> int:
+    return room if share is None else min(room, math.floor(share * size))
+
+
+def share_capped_size(capacity: Callable[[int], int], quota: int) -> int:
+    """The largest n <= quota with capacity(n) >= n: the most rows a component can hold when each source or task
+    may take only a share of them. capacity(n) - n is concave in n (caps grow with n until a source runs out of
+    rows), so the feasible sizes run from 0 to that n and a binary search finds it."""
+    if capacity(quota) >= quota:
+        return quota
+    low, high = 0, quota
+    while low < high:
+        mid = (low + high + 1) // 2
+        if capacity(mid) >= mid:
+            low = mid
+        else:
+            high = mid - 1
+    return low
 
 
 def draw_order(frame: pl.DataFrame, seed: int) -> pl.Series:

@@ -17,6 +17,7 @@ import polars as pl
 
 from snsdata.build.inputs import sha256_file
 from snsdata.build.splits import EVAL, LINK_MAX_PER_SPLIT, LINK_MIN_CHARS, LINK_MIN_DISTINCT, TRAIN
+from snsdata.spec.mixture import source_of
 
 if TYPE_CHECKING:
     from snsdata.build.builder import Prepared
@@ -102,6 +103,19 @@ def _by_component(prepared: Prepared, counts: dict[str, dict[str, int]]) -> dict
     return dict(sorted(out.items()))
 
 
+def _composition(prepared: Prepared, train: pl.DataFrame) -> dict[str, dict[str, int]]:
+    """Train rows (copies included) per source (dataset) and per capability: what the stage is made of."""
+    sources = {t: source_of(s) for t, s in prepared.specs.items()}
+    tasks = train.group_by("task_id").len().sort("task_id")
+    by_source: dict[str, int] = {}
+    for task_id, rows in tasks.iter_rows():
+        name = sources.get(task_id.removeprefix("pairs:"), task_id)
+        by_source[name] = by_source.get(name, 0) + rows
+    by_capability = dict(train.group_by("capability").len().sort("capability").iter_rows())
+    return {"by_source": dict(sorted(by_source.items(), key=lambda kv: (-kv[1], kv[0]))),
+            "by_capability": dict(sorted(by_capability.items(), key=lambda kv: (-kv[1], kv[0])))}
+
+
 def _inputs(prepared: Prepared, context: dict[str, Any]) -> dict[str, Any]:
     mixture_file = Path(prepared.mixture.source)
     inputs: dict[str, Any] = {
@@ -169,7 +183,9 @@ def write_build(out: Path, prepared: Prepared, outputs: dict[str, pl.DataFrame],
         "steps": {"declared": mixture.steps, "applied": prepared.steps.names, "chunking": context["chunking"]},
         "tasks": {task: {"component": prepared.plan[task].name if task in prepared.plan else None,
                          "capability": prepared.specs[task].capability if task in prepared.specs else None,
+                         "source": source_of(prepared.specs[task]) if task in prepared.specs else None,
                          "counts": task_counts} for task, task_counts in counts.items()},
+        "composition": _composition(prepared, outputs[TRAIN]),
         "components": _by_component(prepared, counts),
         "sampling": context["sampling"],
         "balance": context["balanced"],

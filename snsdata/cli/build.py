@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from snsdata.cli.app import app
+
+if TYPE_CHECKING:
+    from snsdata.spec.mixture import Mixture
 
 console = Console()
 err_console = Console(stderr=True)
@@ -91,10 +94,13 @@ def report_command(
 
 @app.command("mixtures")
 def mixtures_command(
-    as_json: Annotated[bool, typer.Option("--json", help="A JSON list of {name, format, total, origin, extends}.")]
-    = False,
+    as_json: Annotated[bool, typer.Option("--json", help="A JSON list of {name, format, total, origin, extends, "
+                                                         "recipe, numbers}.")] = False,
+    numbers: Annotated[bool, typer.Option("--numbers", help="Every number of each mixture: from the papers, or an "
+                                                            "assumption (ours), with the reason.")] = False,
 ) -> None:
-    """The mixtures of the search path (shipped and your folders'): name, format, total, recipe, origin."""
+    """The mixtures of the search path (shipped and your folders'): name, format, total, recipe, origin, and how
+    many of their numbers are assumptions rather than the papers'."""
     from snsdata.spec import SpecError
     from snsdata.spec.mixture import load_mixture
     from snsdata.spec.searchpath import SHIPPED, mixture_files
@@ -113,23 +119,46 @@ def mixtures_command(
             failed = True
             continue
         rows.append({"name": name, "format": mixture.format, "total": mixture.total, "origin": entry.origin,
-                     "extends": list(mixture.bases), "recipe": mixture.recipe or mixture.description})
+                     "extends": list(mixture.bases), "recipe": mixture.recipe or mixture.description,
+                     "numbers": _numbers(mixture)})
     if as_json:
         typer.echo(json.dumps(rows, ensure_ascii=False, indent=1))
     else:
         table = Table(title="mixtures", title_justify="left")
-        for column in ("name", "format", "total", "recipe"):
+        for column in ("name", "format", "total", "recipe", "assumed / papers / unmarked"):
             table.add_column(column)
         for row in rows:
             mark = " *" if row["origin"] != SHIPPED else ""
-            table.add_row(row["name"] + mark, row["format"], str(row["total"] or "all"), row["recipe"])
+            marks = [n["mark"] for n in row["numbers"].values()]
+            tally = " / ".join(str(marks.count(m)) for m in ("assumption", "papers", "unmarked"))
+            table.add_row(row["name"] + mark, row["format"], str(row["total"] or "all"), row["recipe"], tally)
         console.print(table)
+        console.print("Numbers the papers do not give are assumptions (each mixture's `assumptions:`); "
+                      "`snsdata mixtures --numbers` lists them with their reasons.", highlight=False)
+        if numbers:
+            for row in rows:
+                console.print(f"\n{row['name']}", style="bold", highlight=False)
+                for path, info in row["numbers"].items():
+                    console.print(f"  {path} = {info['value']:g}  [{info['mark']}] {info['why'] or ''}",
+                                  markup=False, highlight=False, soft_wrap=True)
         for row in rows:
             if row["origin"] != SHIPPED:
                 extends = f" (extends {', '.join(row['extends'])})" if row["extends"] else ""
                 console.print(f"* {row['name']}: {row['origin']}{extends}", highlight=False, soft_wrap=True)
     if failed:
         raise typer.Exit(1)
+
+
+def _numbers(mixture: Mixture) -> dict[str, dict[str, object]]:
+    """Each number of a mixture with its mark (`assumption`, `papers`, `unmarked`) and the reason given."""
+    reasons = {**{p: w for p, w in mixture.papers.items() if w}, **{p: w for p, w in mixture.assumptions.items() if w}}
+    out = {}
+    for path, (value, mark) in mixture.numbers().items():
+        parts = path.split(".")
+        why = next((reasons[".".join(parts[:i])] for i in range(len(parts), 0, -1) if ".".join(parts[:i]) in reasons),
+                   None)
+        out[path] = {"value": value, "mark": mark, "why": why}
+    return out
 
 
 def _print_issues(exc: Exception) -> None:

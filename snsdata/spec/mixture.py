@@ -9,13 +9,13 @@ a data root into a build directory.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from snsdata.spec.loader import MIXTURES_DIR, SpecError, SpecIssue, merge_overrides, specs_root
-from snsdata.spec.models import Capability, OutputFormat, TaskSpec
+from snsdata.spec.models import Capability, GeneratedSource, OutputFormat, TaskSpec
 from snsdata.spec.yaml_loader import KeyPath, Located, SpecYamlError, load_located
 
 Format = Literal["sft", "dpo", "rl", "cpt"]
@@ -35,6 +35,34 @@ class _Strict(BaseModel):
 def origin_of(spec: TaskSpec) -> Origin:
     """General data is the `general` capability; everything else is SNS data."""
     return "general" if spec.capability == "general" else "sns"
+
+
+def source_of(spec: TaskSpec) -> str:
+    """The dataset a task's records come from: the unit of source caps, so that one dataset split into several
+    tasks (COLD's four, Weibo NER's five) counts once.
+
+    One rule: the source's declared `dataset`; else, for generated data, the generator (with `/params.dataset`
+    when it names one); else the deepest folder holding all the split files, or a lone file's path without its
+    suffix (SNS-Bench's subsets share one folder but not a file).
+    """
+    source = spec.source
+    if source.dataset is not None:
+        return source.dataset
+    if isinstance(source, GeneratedSource):
+        dataset = source.params.get("dataset")
+        return f"{source.generator}/{dataset}" if isinstance(dataset, str) else source.generator
+    paths = sorted({p for value in source.splits.values() for p in ([value] if isinstance(value, str) else value)})
+    if source.reader == "tweeteval":  # split paths are prefixes of `{split}_text.txt` files
+        paths = [f"{p}_text.txt" for p in paths]
+    if len(paths) == 1:
+        return str(PurePosixPath(paths[0]).with_suffix(""))
+    parts = [PurePosixPath(p).parent.parts for p in paths]
+    common = []
+    for level in zip(*parts, strict=False):
+        if len(set(level)) > 1:
+            break
+        common.append(level[0])
+    return "/".join(common) or paths[0]
 
 
 def has_rationale(spec: TaskSpec) -> bool:
@@ -104,6 +132,24 @@ class Component(_Strict):
     """`soft_label`: SFT targets are the stage-1 model's own answers from `--soft-labels` (RedOne 2.0 stage 2)."""
     text_fields: list[str] | None = None
     """CPT only: record fields whose values (joined by blank lines) are the document; default: prompt + target."""
+    capabilities: dict[Capability, float] = Field(default_factory=dict)
+    """Capability quotas: fractions of the component's rows (summing to 1; an unnamed capability gets none). A
+    capability short of its quota (too few rows under the caps) passes the rest to the others in proportion."""
+    max_source_share: float | None = Field(default=None, gt=0, le=1)
+    """No source (a dataset: `source_of`) takes more than this fraction of the component's rows; when the
+    sources cannot fill the quota under it, the component is smaller (and the mixture's shares scale with it)."""
+    source_caps: dict[str, float] = Field(default_factory=dict)
+    """Source -> its own max share of the component, instead of `max_source_share`."""
+    max_task_share: float | None = Field(default=None, gt=0, le=1)
+    """No task takes more than this fraction of the component's rows (stage 2's weak tasks)."""
+
+    @field_validator("source_caps")
+    @classmethod
+    def _caps_in_range(cls, value: dict[str, float]) -> dict[str, float]:
+        bad = {name: cap for name, cap in value.items() if not 0 < cap <= 1}
+        if bad:
+            raise ValueError(f"a source cap is a share of the component, in (0, 1]: {bad}")
+        return value
 
     @model_validator(mode="after")
     def _one_source(self) -> Component:
@@ -111,7 +157,15 @@ class Component(_Strict):
             raise ValueError("a component has exactly one of `select` (tasks) or `raw` (text files)")
         if self.share is not None and self.count is not None:
             raise ValueError("a component has a `share` or a `count`, not both")
+        if self.capabilities and abs(sum(self.capabilities.values()) - 1) > 1e-6:
+            raise ValueError(f"capability quotas sum to {sum(self.capabilities.values()):g}, not 1")
+        if any(v < 0 for v in self.capabilities.values()):
+            raise ValueError("a capability quota is at least 0")
         return self
+
+    def source_cap(self, source: str) -> float | None:
+        """The max share of the component this source may take (None: no cap)."""
+        return self.source_caps.get(source, self.max_source_share)
 
 
 class Balance(_Strict):
@@ -190,6 +244,12 @@ class Mixture(_Strict):
     balance: list[Balance] = Field(default_factory=list)
     targeted: Targeted | None = None
     components: list[Component] = Field(min_length=1)
+    assumptions: dict[str, str | None] = Field(default_factory=dict)
+    """Key path (dotted; components by name, lists by index: `components.sns.share`, `balance.0.max_lead`; a
+    path marks every number under it) -> why this number is ours: the papers do not give it. `null` drops an
+    entry a base mixture declares. `snsdata mixtures` shows them."""
+    papers: dict[str, str | None] = Field(default_factory=dict)
+    """Key path -> where the papers give this number (the rest of the mixture's numbers are assumptions)."""
 
     _source: str = PrivateAttr(default="<memory>")
     _bases: tuple[str, ...] = PrivateAttr(default=())
@@ -235,7 +295,32 @@ class Mixture(_Strict):
         uses_weak = any(c.select and c.select.weak is not None for c in self.components)
         if uses_weak and self.targeted is None:
             raise ValueError("a component selects `weak` tasks but the mixture declares no `targeted` block")
+        data = self.keyed()
+        for key in ("assumptions", "papers"):
+            dangling = sorted(p for p, why in getattr(self, key).items() if why is not None
+                              and _lookup(data, p) is None)
+            if dangling:
+                raise ValueError(f"{key} name key paths the mixture does not have: {dangling}")
         return self
+
+    def keyed(self) -> dict[str, Any]:
+        """The keys the mixture file sets, components as a mapping by name (what key paths address)."""
+        data = self.model_dump(mode="json", exclude_unset=True, exclude={"assumptions", "papers"})
+        data["components"] = {c["name"]: c for c in data.get("components", [])}
+        return data
+
+    def numbers(self) -> dict[str, tuple[float, str]]:
+        """Every number the mixture sets (seeds aside), by key path -> (value, `assumption` | `papers` |
+        `unmarked`): the nearest marked path above it decides."""
+        marks = {p: "papers" for p, why in self.papers.items() if why is not None}
+        marks |= {p: "assumption" for p, why in self.assumptions.items() if why is not None}
+        out = {}
+        for path, value in _leaves(self.keyed(), ""):
+            if path.split(".")[-1] == "seed" or isinstance(value, bool) or not isinstance(value, int | float):
+                continue
+            prefixes = [".".join(path.split(".")[:i]) for i in range(path.count(".") + 1, 0, -1)]
+            out[path] = (value, next((marks[p] for p in prefixes if p in marks), "unmarked"))
+        return out
 
     @property
     def source(self) -> str:
@@ -250,6 +335,26 @@ class Mixture(_Strict):
     def where(self, *path: str | int) -> tuple[str, int]:
         """File and line of a key path (for errors found after loading, e.g. an unknown task id)."""
         return Located(None, self._lines).where(tuple(path)) if self._lines else (self._source, 0)
+
+
+def _leaves(value: Any, path: str) -> list[tuple[str, Any]]:
+    if isinstance(value, dict):
+        return [leaf for key, item in value.items() for leaf in _leaves(item, f"{path}.{key}" if path else str(key))]
+    if isinstance(value, list):
+        return [leaf for i, item in enumerate(value) for leaf in _leaves(item, f"{path}.{i}" if path else str(i))]
+    return [(path, value)]
+
+
+def _lookup(data: Any, path: str) -> Any:
+    """The value at a dotted key path, or None where there is none."""
+    for part in path.split("."):
+        if isinstance(data, dict) and part in data:
+            data = data[part]
+        elif isinstance(data, list) and part.isdigit() and int(part) < len(data):
+            data = data[int(part)]
+        else:
+            return None
+    return data
 
 
 def mixtures_root() -> Path:

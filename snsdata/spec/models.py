@@ -102,6 +102,9 @@ class _SourceBase(_Strict):
     availability: Availability = "local"
     origin: str | None = None
     """Where the public data lives (repository, paper, licence)."""
+    dataset: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.\-]+(/[A-Za-z0-9_.\-]+)*$")
+    """The dataset these records come from, the unit of a mixture's source caps (`snsdata.spec.mixture.
+    source_of`); default: the deepest folder holding all the split files (one file: its path without suffix)."""
     example: dict[str, Any] | None = None
     """A hand-written record in the expected schema, for public or user-supplied data."""
     known_bad: list[KnownBad] = Field(default_factory=list, description=(
@@ -170,6 +173,8 @@ class GeneratedSource(_Strict):
     """Row selection over the generated fields, the same column expression as a file source's `where`."""
     availability: Availability = "generated"
     origin: str | None = None
+    dataset: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.\-]+(/[A-Za-z0-9_.\-]+)*$")
+    """The unit of source caps; default: the generator's name (and `/params.dataset` when it has one)."""
     example: dict[str, Any] | None = None
     known_bad: list[KnownBad] = Field(default_factory=list, description=(
         "Records of the source known to be wrong (a benchmark's own errors): kept when the task is evaluated, left "
