@@ -28,7 +28,14 @@ def test_same_seed_same_problems_other_seed_other_problems() -> None:
     assert first.head(100).equals(GENERATORS["function_synthesis"]("train", 100, {"seed": 0}))
     assert not first.equals(generate_source("function_synthesis", "train", 300, {"seed": 1}))
     assert first["prompt"].n_unique() == 300
-    assert first["family"].n_unique() >= 25
+    assert first["family"].n_unique() >= 30
+
+
+def test_no_function_repeats_more_than_its_cap() -> None:
+    """The most frequent gold (a constant answer) solves at most `max_per_function` rows of a split."""
+    for params in ({"seed": 0}, {"seed": 0, "max_per_function": 1}):
+        frame = generate_source("function_synthesis", "train", 1500, params)
+        assert frame["reference"].value_counts()["count"].max() == params.get("max_per_function", 3)
 
 
 def test_no_function_is_both_trained_on_and_evaluated() -> None:

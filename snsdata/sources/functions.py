@@ -158,15 +158,18 @@ def _shift_letters(rng: random.Random) -> Problem:
 def _reverse_words(rng: random.Random) -> Problem:
     text = _pick(rng, "sentence", "text", "line")
     mode = rng.choice(("order", "letters"))
+    sep = rng.choice((" ", "-", "_", "/"))
     if mode == "order":
-        task = f"Return the words of `{text}` (separated by single spaces) in reverse order, joined by single spaces."
-        body = f"    return ' '.join(reversed({text}.split(' '))) if {text} else ''\n"
+        task = (f"Return the words of `{text}` (separated by single spaces) in reverse order, joined by "
+                f"{sep!r}.")
+        body = f"    return {sep!r}.join(reversed({text}.split(' '))) if {text} else ''\n"
     else:
-        task = (f"Reverse the letters of each word of `{text}` (words are separated by single spaces) and keep the "
-                "words in their order.")
-        body = f"    return ' '.join(w[::-1] for w in {text}.split(' ')) if {text} else ''\n"
-    return Problem(f"reverse_words_{mode}", f"flip_word_{mode}", [(text, "str")], "str", task, body,
-                   lambda r: (_sentence(r, (1, 6)),))
+        n = rng.randint(0, 3)
+        task = (f"Reverse the letters of each word of `{text}` (words are separated by single spaces) that is "
+                f"longer than {n} letter(s), keep the words in their order, and join them by {sep!r}.")
+        body = f"    return {sep!r}.join(w[::-1] if len(w) > {n} else w for w in {text}.split(' ')) if {text} else ''\n"
+    return Problem(f"reverse_words_{mode}", _pick(rng, f"flip_word_{mode}", f"mirror_{mode}_of_words"),
+                   [(text, "str")], "str", task, body, lambda r: (_sentence(r, (1, 6)),))
 
 
 def _run_length(rng: random.Random) -> Problem:
@@ -220,14 +223,14 @@ def _base_digits(rng: random.Random) -> Problem:
 
 def _interleave(rng: random.Random) -> Problem:
     a, b = rng.choice((("left", "right"), ("first", "second"), ("xs", "ys")))
-    body = (f"    out = []\n    for i in range(max(len({a}), len({b}))):\n        if i < len({a}):\n"
-            f"            out.append({a}[i])\n        if i < len({b}):\n            out.append({b}[i])\n"
-            "    return out\n")
-    return Problem("interleave", _pick(rng, "zip_alternately", "merge_taking_turns"),
+    k = rng.randint(1, 3)
+    body = (f"    out = []\n    for i in range(0, max(len({a}), len({b})), {k}):\n"
+            f"        out.extend({a}[i:i + {k}])\n        out.extend({b}[i:i + {k}])\n    return out\n")
+    return Problem("interleave", _pick(rng, f"zip_alternately_by_{k}", f"merge_taking_turns_{k}"),
                    [(a, "list[int]"), (b, "list[int]")], "list[int]",
-                   f"Merge `{a}` and `{b}` by taking elements alternately, starting with `{a}`; when one list runs "
-                   "out, the rest of the other follows in order.",
-                   body, lambda r: (_ints(r, 0, 9, (0, 5)), _ints(r, 10, 19, (0, 5))))
+                   f"Merge `{a}` and `{b}` by taking {k} element(s) from each in turn, starting with `{a}`; when one "
+                   "list runs out, the rest of the other follows in order.",
+                   body, lambda r: (_ints(r, 0, 9, (0, 6)), _ints(r, 10, 19, (0, 6))))
 
 
 def _gaps(rng: random.Random) -> Problem:
@@ -294,13 +297,26 @@ def _clamp(rng: random.Random) -> Problem:
                    lambda r: (_ints(r, lo - 10, hi + 10, (1, 8)),))
 
 
-def _transpose(rng: random.Random) -> Problem:
+def _grid_op(rng: random.Random) -> Problem:
     grid = _pick(rng, "grid", "table", "rows")
-    return Problem("transpose", _pick(rng, "swap_rows_and_columns", "columns_as_rows"),
-                   [(grid, "list[list[int]]")], "list[list[int]]",
-                   f"`{grid}` is a rectangular list of rows of equal length. Return its columns as rows: element "
-                   "[i][j] of the result is element [j][i] of the input. An empty input gives an empty list.",
-                   f"    return [list(col) for col in zip(*{grid})]\n", _grid)
+    op, name, task, expr, returns = rng.choice((
+        ("transpose", _pick(rng, "swap_rows_and_columns", "columns_as_rows"),
+         "Return its columns as rows: element [i][j] of the result is element [j][i] of the input.",
+         f"[list(col) for col in zip(*{grid})]", "list[list[int]]"),
+        ("rotate_clockwise", _pick(rng, "turn_grid_right", "rotate_quarter_clockwise"),
+         "Return it rotated a quarter turn clockwise (the first column, read from the bottom up, becomes the first "
+         "row).", f"[list(col) for col in zip(*{grid}[::-1])]", "list[list[int]]"),
+        ("mirror", _pick(rng, "mirror_rows", "flip_left_right"),
+         "Return it mirrored left to right: every row reversed, the rows in their order.",
+         f"[row[::-1] for row in {grid}]", "list[list[int]]"),
+        ("row_sums", _pick(rng, "totals_per_row", "sum_each_row"), "Return the sum of each row, in order.",
+         f"[sum(row) for row in {grid}]", "list[int]"),
+        ("column_sums", _pick(rng, "totals_per_column", "sum_each_column"),
+         "Return the sum of each column, left to right.", f"[sum(col) for col in zip(*{grid})]", "list[int]"),
+    ))
+    return Problem(f"grid_{op}", name, [(grid, "list[list[int]]")], returns,
+                   f"`{grid}` is a non-empty rectangular list of rows of equal length. {task}",
+                   f"    return {expr}\n", _grid)
 
 
 def _grid(rng: random.Random) -> tuple[list[list[int]]]:
@@ -343,17 +359,15 @@ def _every_kth(rng: random.Random) -> Problem:
 
 
 def _digit_product(rng: random.Random) -> Problem:
-    skip = rng.random() < 0.5
-    n = _pick(rng, "n", "code")
-    body = (f"    product = 1\n    for d in str(abs({n})):\n"
-            + ("        if d != '0':\n            product *= int(d)\n" if skip else "        product *= int(d)\n")
-            + "    return product\n")
-    extra = " ignoring zero digits" if skip else ""
-    return Problem("digit_product_nonzero" if skip else "digit_product",
-                   _pick(rng, "multiply_digits", "digit_multiplication"), [(n, "int")], "int",
-                   f"Return the product of the decimal digits of the integer `{n}`{extra} (the sign does not "
-                   "count).",
-                   body, lambda r: (r.randint(-5000, 5000),))
+    low = rng.randint(0, 4)
+    n = _pick(rng, "n", "code", "value")
+    body = (f"    product = 1\n    for d in str(abs({n})):\n        if int(d) > {low}:\n"
+            "            product *= int(d)\n    return product\n")
+    return Problem("digit_product", _pick(rng, f"multiply_digits_over_{low}", f"digit_product_above_{low}"),
+                   [(n, "int")], "int",
+                   f"Return the product of the decimal digits of the integer `{n}` that are greater than {low} (the "
+                   "sign does not count; 1 when there are none).",
+                   body, lambda r: (r.randint(-50000, 50000),))
 
 
 def _balanced_brackets(rng: random.Random) -> Problem:
@@ -384,7 +398,7 @@ def _index_of_extreme(rng: random.Random) -> Problem:
 FAMILIES: tuple[Callable[[random.Random], Problem], ...] = (
     _sum_multiples, _count_between, _rotate, _chunks, _first_occurrences, _kth_largest, _count_char,
     _shift_letters, _reverse_words, _run_length, _collatz, _recurrence, _base_digits, _interleave, _gaps,
-    _longest_run, _most_frequent_word, _long_words, _clamp, _transpose, _pairs_to_target, _capitalise_long,
+    _longest_run, _most_frequent_word, _long_words, _clamp, _grid_op, _pairs_to_target, _capitalise_long,
     _every_kth, _digit_product, _balanced_brackets, _index_of_extreme,
 )
 
@@ -449,18 +463,22 @@ def spec_key(problem: Problem) -> str:
 
 
 def function_synthesis_source(split: str, count: int, params: dict[str, Any]) -> pl.DataFrame:
-    """`count` problems for one split (`params`: `seed`, `holdout_share` default 0.25), families equally likely.
+    """`count` problems for one split (`params`: `seed`, `holdout_share` default 0.25, `max_per_function`
+    default 3), families equally likely.
 
     A problem belongs to eval splits when the seeded hash of its `spec_key` falls in the first `holdout_share`
     of the range, else to the others. Problem i of a split is drawn from its own seeded generator, so a longer
-    split starts with a shorter one; a problem of the other side, without telling cases, or whose prompt repeats
-    an earlier one of the split is drawn again.
+    split starts with a shorter one; a problem of the other side, without telling cases, whose prompt repeats an
+    earlier one of the split, or whose function (its reference, names included) already has `max_per_function`
+    problems is drawn again: the most frequent gold solves at most that many rows.
     """
     seed, pool = split_seed(params, split), split_seed(params, "pool")
     held_out = split in EVAL_SPLITS
     cut = float(params.get("holdout_share", 0.25)) * 2**64
+    most = int(params.get("max_per_function", 3))
     rows: list[dict[str, str]] = []
     prompts: set[str] = set()
+    functions: dict[str, int] = {}
     index = 0
     while len(rows) < count:
         if index > count * 50 + 1000:
@@ -468,10 +486,12 @@ def function_synthesis_source(split: str, count: int, params: dict[str, Any]) ->
         rng = random.Random(f"{seed}:{index}")
         problem = rng.choice(FAMILIES)(rng)
         index += 1
-        if (xxhash.xxh3_64_intdigest(f"{pool}\x1f{spec_key(problem)}".encode()) < cut) != held_out:
+        if (xxhash.xxh3_64_intdigest(f"{pool}\x1f{spec_key(problem)}".encode()) < cut) != held_out \
+                or functions.get(problem.reference, 0) >= most:
             continue
         row = _record(problem, rng, seed, index - 1)
         if row is not None and row["prompt"] not in prompts:
             prompts.add(row["prompt"])
+            functions[problem.reference] = functions.get(problem.reference, 0) + 1
             rows.append(row)
     return pl.DataFrame(rows, schema=SCHEMA)
