@@ -350,7 +350,8 @@ def test_allocation_follows_temperature_and_caps() -> None:
 
     def allocate(sizes: dict[str, int], quota: int, temperature: float, upsample: float) -> dict[str, int]:
         """Tasks that are each their own source: the temperature and the upsampling cap alone decide."""
-        pool = Pool(sizes, {t: t for t in sizes}, dict.fromkeys(sizes, "general"), sizes)
+        distinct = {(t, ""): n for t, n in sizes.items()}
+        pool = Pool(sizes, {t: t for t in sizes}, dict.fromkeys(sizes, "general"), distinct)
         return allocate_component(pool, quota, Limits(temperature, upsample, {}, lambda _: None, None))[0]
 
     sizes = {"big": 900, "small": 100}

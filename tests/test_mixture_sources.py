@@ -43,7 +43,7 @@ def test_one_rule_names_the_dataset_of_every_spec(catalogue) -> None:
 def test_a_dataset_split_into_tasks_counts_once() -> None:
     sizes = {"cold_a": 100, "cold_b": 100, "cold_c": 100, "cold_d": 100, "wnut": 100}
     pool = Pool(sizes, {**dict.fromkeys(["cold_a", "cold_b", "cold_c", "cold_d"], "cold"), "wnut": "wnut"},
-                dict.fromkeys(sizes, "x"), {"cold": 100, "wnut": 100})
+                dict.fromkeys(sizes, "x"), {("cold", ""): 100, ("wnut", ""): 100})
     per_task, detail = allocate_component(pool, 200, limits())
     assert detail["sources"]["cold"]["allocated"] == detail["sources"]["wnut"]["allocated"] == 100
     assert per_task == {"cold_a": 25, "cold_b": 25, "cold_c": 25, "cold_d": 25, "wnut": 100}
@@ -51,7 +51,7 @@ def test_a_dataset_split_into_tasks_counts_once() -> None:
 
 def test_source_and_task_share_caps_shrink_the_component_when_they_must() -> None:
     sizes = {"big": 1000, "b": 10, "c": 10}
-    pool = Pool(sizes, {t: t for t in sizes}, dict.fromkeys(sizes, "x"), sizes)
+    pool = Pool(sizes, {t: t for t in sizes}, dict.fromkeys(sizes, "x"), {(t, ""): n for t, n in sizes.items()})
     per_task, detail = allocate_component(pool, 500, limits(max_source_share=0.5))
     assert per_task == {"big": 20, "b": 10, "c": 10} and detail["size"] == 40  # big holds half of what there is
     per_task, _ = allocate_component(pool, 500, limits(max_source_share=0.5, source_caps={"big": 0.8}))
@@ -65,7 +65,7 @@ def test_source_and_task_share_caps_shrink_the_component_when_they_must() -> Non
 def test_capability_quotas_hold_and_an_empty_capability_passes_its_quota_on() -> None:
     sizes = {"cu": 1000, "ie": 1000, "sm": 1000}
     caps = {"cu": "content_understanding", "ie": "information_extraction", "sm": "semantic_matching"}
-    pool = Pool(sizes, {t: t for t in sizes}, caps, sizes)
+    pool = Pool(sizes, {t: t for t in sizes}, caps, {(t, caps[t]): n for t, n in sizes.items()})
     quotas = {"content_understanding": 0.5, "information_extraction": 0.3, "semantic_matching": 0.2}
     per_task, detail = allocate_component(pool, 100, limits(capabilities=quotas))
     assert per_task == {"cu": 50, "ie": 30, "sm": 20}
@@ -73,6 +73,18 @@ def test_capability_quotas_hold_and_an_empty_capability_passes_its_quota_on() ->
                                                                           "dialogue": 0.2}))
     assert per_task == {"cu": 63, "ie": 37, "sm": 0}  # dialogue has no rows: 5/8 and 3/8 of the rest
     assert detail["capabilities"]["dialogue"] == {"quota": 0.2, "allocated": 0}
+
+
+def test_a_source_read_by_two_capabilities_is_a_source_in_each() -> None:
+    sizes = {"mrc": 100, "answerable": 100, "cu": 100}
+    caps = {"mrc": "information_extraction", "answerable": "semantic_matching", "cu": "content_understanding"}
+    source = {"mrc": "mrc_file", "answerable": "mrc_file", "cu": "cu"}
+    distinct = {("mrc_file", "information_extraction"): 100, ("mrc_file", "semantic_matching"): 100,
+                ("cu", "content_understanding"): 100}
+    quotas = {"content_understanding": 0.5, "information_extraction": 0.25, "semantic_matching": 0.25}
+    per_task, detail = allocate_component(Pool(sizes, source, caps, distinct), 100, limits(capabilities=quotas))
+    assert per_task == {"mrc": 25, "answerable": 25, "cu": 50}
+    assert set(detail["sources"]) == {"cu", "mrc_file (information_extraction)", "mrc_file (semantic_matching)"}
 
 
 def test_every_number_of_every_shipped_mixture_is_marked() -> None:

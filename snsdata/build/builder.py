@@ -544,12 +544,12 @@ def _quotas(mixture: Mixture, total: int | None, pools: dict[str, Pool],
 
 def _pools(prepared: Prepared, frames: dict[str, pl.DataFrame],
            component_of: dict[str, str]) -> dict[str, Pool]:
-    """Each component's train rows per task, with each task's source and capability and each source's distinct
-    records (the content texts of its tasks' train rows, counted once)."""
+    """Each component's train rows per task, with each task's source and capability and the distinct records of
+    each source, per capability and over all its tasks (the content texts of their train rows, counted once)."""
     sizes: dict[str, dict[str, int]] = {}
     source: dict[str, str] = {}
     capability: dict[str, str] = {}
-    texts: dict[str, dict[str, list[pl.Series]]] = {}
+    texts: dict[str, dict[tuple[str, str], list[pl.Series]]] = {}
     for task_id, frame in frames.items():
         name = component_of[task_id]
         train = frame.filter(pl.col("_split") == TRAIN)
@@ -558,10 +558,11 @@ def _pools(prepared: Prepared, frames: dict[str, pl.DataFrame],
         source[task_id] = source_of(spec) if spec is not None and task_id in prepared.plan else task_id
         capability[task_id] = spec.capability if spec is not None and task_id in prepared.plan else "raw_text"
         text = train["text"] if task_id not in prepared.plan else pipeline_steps.with_text(train)["_text"]
-        texts.setdefault(name, {}).setdefault(source[task_id], []).append(text)
+        for key in ((source[task_id], capability[task_id]), (source[task_id], "")):
+            texts.setdefault(name, {}).setdefault(key, []).append(text)
     pools = {}
     for name, per_task in sizes.items():
-        distinct = {s: pl.concat(parts).n_unique() for s, parts in texts[name].items()}
+        distinct = {key: pl.concat(parts).n_unique() for key, parts in texts[name].items()}
         pools[name] = Pool(per_task, {t: source[t] for t in per_task}, {t: capability[t] for t in per_task},
                            distinct)
     return pools

@@ -53,13 +53,14 @@ def fill(weights: dict[str, float], caps: dict[str, int], quota: int) -> dict[st
 
 @dataclass(frozen=True)
 class Pool:
-    """One component's train rows as sampling sees them: per task its rows, source and capability, and per
-    source its distinct records (a dataset read by several tasks counts once)."""
+    """One component's train rows as sampling sees them: per task its rows, source and capability, and the
+    distinct records (a dataset read by several tasks counts once) per (source, capability) and per (source, "")
+    over all its tasks."""
 
     sizes: dict[str, int]
     source: dict[str, str]
     capability: dict[str, str]
-    distinct: dict[str, int]
+    distinct: dict[tuple[str, str], int]
 
 
 @dataclass(frozen=True)
@@ -75,7 +76,8 @@ class Limits:
 
 def allocate_component(pool: Pool, quota: int, limits: Limits) -> tuple[dict[str, int], dict[str, Any]]:
     """Train rows per task of one component: capabilities (quotas), then sources (temperature over distinct
-    records), then the tasks of a source (temperature over their rows), each level capped.
+    records), then the tasks of a source (temperature over their rows), each level capped. With quotas, a source
+    read by tasks of two capabilities is a source in each (`SOURCE (capability)`).
 
     Share caps are shares of the rows the component really gets: when the sources cannot fill `quota` under
     them, the component shrinks to the largest size at which every cap holds (`share_capped_size`). A cap below
@@ -83,47 +85,47 @@ def allocate_component(pool: Pool, quota: int, limits: Limits) -> tuple[dict[str
     detail says so (`raised`).
     """
     tasks = sorted(t for t, n in pool.sizes.items() if n > 0)
-    room = {t: math.floor(pool.sizes[t] * limits.max_upsample) for t in tasks}
-    sources = sorted({pool.source[t] for t in tasks})
-    members = {s: [t for t in tasks if pool.source[t] == s] for s in sources}
-
     if limits.capabilities:
         tasks = [t for t in tasks if limits.capabilities.get(pool.capability[t], 0) > 0]
-        sources = sorted({pool.source[t] for t in tasks})
-        members = {s: [t for t in members[s] if t in tasks] for s in sources}
+    group_of = {t: pool.capability[t] if limits.capabilities else "" for t in tasks}
+    units = sorted({(group_of[t], pool.source[t]) for t in tasks})
+    members = {u: [t for t in tasks if (group_of[t], pool.source[t]) == u] for u in units}
+    spread = {source for _, source in units if sum(1 for _, other in units if other == source) > 1}
+    label = {u: f"{u[1]} ({u[0]})" if u[1] in spread else u[1] for u in units}
+    room = {t: math.floor(pool.sizes[t] * limits.max_upsample) for t in tasks}
     raised: dict[str, float] = {}
     task_share = _even(limits.max_task_share, len(tasks), "tasks", raised)
-    source_share = {s: _even(limits.source_cap(s), len(sources), s, raised) for s in sources}
+    unit_share = {u: _even(limits.source_cap(u[1]), len(units), label[u], raised) for u in units}
 
-    def capacity(size: int) -> tuple[dict[str, int], dict[str, int]]:
+    def capacity(size: int) -> tuple[dict[str, int], dict[tuple[str, str], int]]:
         task_caps = {t: _capped(room[t], task_share, size) for t in tasks}
-        source_caps = {s: _capped(sum(task_caps[t] for t in members[s]), source_share[s], size) for s in sources}
-        return task_caps, source_caps
+        unit_caps = {u: _capped(sum(task_caps[t] for t in members[u]), unit_share[u], size) for u in units}
+        return task_caps, unit_caps
+
     size = share_capped_size(lambda n: sum(capacity(n)[1].values()), quota)
-    task_caps, source_caps = capacity(size)
-    groups: dict[str, list[str]] = {}
-    for s in sources:
-        groups.setdefault(pool.capability[members[s][0]] if limits.capabilities else "", []).append(s)
+    task_caps, unit_caps = capacity(size)
+    groups = sorted({g for g, _ in units})
     if limits.capabilities:
-        present = {c: limits.capabilities[c] for c in groups}
-        per_group = fill(present, {c: sum(source_caps[s] for s in groups[c]) for c in groups}, size)
+        per_group = fill({g: limits.capabilities[g] for g in groups},
+                         {g: sum(c for u, c in unit_caps.items() if u[0] == g) for g in groups}, size)
     else:
         per_group = {"": size}
-    per_source: dict[str, int] = {}
-    for group, names in groups.items():
-        weights = {s: pool.distinct[s] ** (1 / limits.temperature) for s in names}
-        per_source |= fill(weights, {s: source_caps[s] for s in names}, per_group[group])
+    per_unit: dict[tuple[str, str], int] = {}
+    for group in groups:
+        names = [u for u in units if u[0] == group]
+        weights = {u: pool.distinct[(u[1], group)] ** (1 / limits.temperature) for u in names}
+        per_unit |= fill(weights, {u: unit_caps[u] for u in names}, per_group[group])
     per_task = dict.fromkeys(pool.sizes, 0)
-    for s in sources:
-        weights = {t: pool.sizes[t] ** (1 / limits.temperature) for t in members[s]}
-        per_task |= fill(weights, {t: task_caps[t] for t in members[s]}, per_source[s])
+    for unit in units:
+        weights = {t: pool.sizes[t] ** (1 / limits.temperature) for t in members[unit]}
+        per_task |= fill(weights, {t: task_caps[t] for t in members[unit]}, per_unit[unit])
     detail: dict[str, Any] = {"size": size, "sources": {
-        s: {"distinct_records": pool.distinct[s], "allocated": per_source[s], "cap": source_caps[s],
-            "tasks": members[s]} for s in sources}}
+        label[u]: {"distinct_records": pool.distinct[(u[1], u[0])], "allocated": per_unit[u], "cap": unit_caps[u],
+                   "tasks": members[u]} for u in units}}
     if raised:
         detail["raised"] = raised
     if limits.capabilities:
-        detail["capabilities"] = {c: {"quota": q, "allocated": sum(per_source[s] for s in groups.get(c, []))}
+        detail["capabilities"] = {c: {"quota": q, "allocated": per_group.get(c, 0)}
                                   for c, q in sorted(limits.capabilities.items())}
     return per_task, detail
 
