@@ -531,6 +531,10 @@ def _quotas(mixture: Mixture, total: int | None, pools: dict[str, Pool],
     for component in mixture.components:
         if component.share is not None and not sum(pools.get(component.name, empty).sizes.values()):
             report.say(f"component {component.name!r} has no rows: its share stays empty", "yellow")
+        unheld = details.get(component.name, {}).get("not_applied")
+        if unheld:
+            report.say(f"component {component.name!r}: share caps not applied, too few sources or tasks to stay "
+                       f"under them: {', '.join(f'{k} {v:g}' for k, v in sorted(unheld.items()))}", "yellow")
         for capability, info in details.get(component.name, {}).get("capabilities", {}).items():
             if info["quota"] and info["allocated"] < round(info["quota"] * achieved[component.name]):
                 report.say(f"component {component.name!r}: capability {capability} gets {info['allocated']} rows "

@@ -134,9 +134,9 @@ def _composition(manifest: dict[str, Any], rows: int) -> str:
             parts.append(f"<p>component <code>{_esc(name)}</code>: capability quotas</p>" + _table(
                 [[c, f"{q['quota']:.0%}", f"{q['allocated']:,}", f"{q['allocated'] / size:.1%}"]
                  for c, q in quotas.items()], ["capability", "quota", "allocated", "share"]))
-        if info.get("raised"):
-            parts.append(f"<p>component <code>{_esc(name)}</code>: share caps raised to an even split (too few "
-                         f"sources or tasks): {_esc(info['raised'])}</p>")
+        if info.get("not_applied"):
+            parts.append(f"<p>component <code>{_esc(name)}</code>: share caps not applied (too few sources or "
+                         f"tasks to stay under them): {_esc(info['not_applied'])}</p>")
     return "".join(parts)
 
 

@@ -81,8 +81,8 @@ def allocate_component(pool: Pool, quota: int, limits: Limits) -> tuple[dict[str
 
     Share caps are shares of the rows the component really gets: when the sources cannot fill `quota` under
     them, the component shrinks to the largest size at which every cap holds (`share_capped_size`). A cap below
-    an even split (0.2 with two sources) cannot hold at any size: it is raised to the even split, and the
-    detail says so (`raised`).
+    an even split (0.2 with two sources) cannot hold at any size: it is not applied, and the detail says so
+    (`not_applied`), rather than shrinking the component to nothing.
     """
     tasks = sorted(t for t, n in pool.sizes.items() if n > 0)
     if limits.capabilities:
@@ -93,9 +93,9 @@ def allocate_component(pool: Pool, quota: int, limits: Limits) -> tuple[dict[str
     spread = {source for _, source in units if sum(1 for _, other in units if other == source) > 1}
     label = {u: f"{u[1]} ({u[0]})" if u[1] in spread else u[1] for u in units}
     room = {t: math.floor(pool.sizes[t] * limits.max_upsample) for t in tasks}
-    raised: dict[str, float] = {}
-    task_share = _even(limits.max_task_share, len(tasks), "tasks", raised)
-    unit_share = {u: _even(limits.source_cap(u[1]), len(units), label[u], raised) for u in units}
+    not_applied: dict[str, float] = {}
+    task_share = _holdable(limits.max_task_share, len(tasks), "tasks", not_applied)
+    unit_share = {u: _holdable(limits.source_cap(u[1]), len(units), label[u], not_applied) for u in units}
 
     def capacity(size: int) -> tuple[dict[str, int], dict[tuple[str, str], int]]:
         task_caps = {t: _capped(room[t], task_share, size) for t in tasks}
@@ -122,20 +122,20 @@ def allocate_component(pool: Pool, quota: int, limits: Limits) -> tuple[dict[str
     detail: dict[str, Any] = {"size": size, "sources": {
         label[u]: {"distinct_records": pool.distinct[(u[1], u[0])], "allocated": per_unit[u], "cap": unit_caps[u],
                    "tasks": members[u]} for u in units}}
-    if raised:
-        detail["raised"] = raised
+    if not_applied:
+        detail["not_applied"] = not_applied
     if limits.capabilities:
         detail["capabilities"] = {c: {"quota": q, "allocated": per_group.get(c, 0)}
                                   for c, q in sorted(limits.capabilities.items())}
     return per_task, detail
 
 
-def _even(share: float | None, count: int, name: str, raised: dict[str, float]) -> float | None:
-    """A share cap, raised to an even split of `count` where it is below one (and noted in `raised`)."""
-    if share is None or not count or share * count >= 1:
+def _holdable(share: float | None, count: int, name: str, not_applied: dict[str, float]) -> float | None:
+    """A share cap, or None (noted in `not_applied`) where `count` sources or tasks cannot all stay under it."""
+    if share is None or share * count >= 1 - 1e-9:
         return share
-    raised[name] = round(1 / count, 6)
-    return 1 / count
+    not_applied[name] = share
+    return None
 
 
 def _capped(room: int, share: float | None, size: int) -> int:
