@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from snsdata.build import build
 from snsdata.build.sampling import Limits, Pool, allocate_component
 from snsdata.cli.app import app
-from snsdata.spec import SpecError, load_catalogue
+from snsdata.spec import load_catalogue
 from snsdata.spec.mixture import list_mixtures, load_mixture, mixtures_root, source_of
 
 
@@ -95,11 +95,16 @@ def test_every_number_of_every_shipped_mixture_is_marked() -> None:
     assert load_mixture("stage1").numbers()["components.sns.share"] == (0.6, "assumption")
 
 
-def test_an_assumption_about_a_key_the_mixture_lacks_is_an_error(tmp_path: Path) -> None:
+def test_a_mark_with_no_value_is_listed_not_counted(tmp_path: Path) -> None:
     path = tmp_path / "m.yaml"
-    path.write_text("extends: stage1\nassumptions:\n  components.nope.share: why\n", encoding="utf-8")
-    with pytest.raises(SpecError, match=r"components\.nope\.share"):
-        load_mixture(path)
+    path.write_text("extends: stage2\ncomponents:\n  general_soft: null\n  weak: {share: 1.0}\n"
+                    "assumptions:\n  components.nope.share: why\n", encoding="utf-8")
+    mixture = load_mixture(path)  # the base's marks on the removed component do not stop it loading
+    assert mixture.unmatched_marks() == ["components.general_soft.max_source_share", "components.general_soft.share",
+                                         "components.nope.share"]
+    assert "components.general_soft.share" not in mixture.numbers()
+    for name in list_mixtures(mixtures_root()):
+        assert load_mixture(name).unmatched_marks() == [], name
 
 
 def test_mixtures_command_shows_assumptions() -> None:

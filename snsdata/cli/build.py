@@ -120,7 +120,7 @@ def mixtures_command(
             continue
         rows.append({"name": name, "format": mixture.format, "total": mixture.total, "origin": entry.origin,
                      "extends": list(mixture.bases), "recipe": mixture.recipe or mixture.description,
-                     "numbers": _numbers(mixture)})
+                     "numbers": _numbers(mixture), "unmatched_marks": mixture.unmatched_marks()})
     if as_json:
         typer.echo(json.dumps(rows, ensure_ascii=False, indent=1))
     else:
@@ -140,6 +140,9 @@ def mixtures_command(
                 console.print(f"\n{row['name']}", style="bold", highlight=False)
                 for path, info in row["numbers"].items():
                     console.print(f"  {path} = {info['value']:g}  [{info['mark']}] {info['why'] or ''}",
+                                  markup=False, highlight=False, soft_wrap=True)
+                for path in row["unmatched_marks"]:
+                    console.print(f"  {path}: marked, but the mixture has no such key", style="yellow",
                                   markup=False, highlight=False, soft_wrap=True)
         for row in rows:
             if row["origin"] != SHIPPED:

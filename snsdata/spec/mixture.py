@@ -247,7 +247,8 @@ class Mixture(_Strict):
     assumptions: dict[str, str | None] = Field(default_factory=dict)
     """Key path (dotted; components by name, lists by index: `components.sns.share`, `balance.0.max_lead`; a
     path marks every number under it) -> why this number is ours: the papers do not give it. `null` drops an
-    entry a base mixture declares. `snsdata mixtures` shows them."""
+    entry a base mixture declares; a path with no value (a component removed through `extends:`) marks nothing
+    and is listed by `unmatched_marks`. `snsdata mixtures` shows them."""
     papers: dict[str, str | None] = Field(default_factory=dict)
     """Key path -> where the papers give this number (the rest of the mixture's numbers are assumptions)."""
 
@@ -295,13 +296,14 @@ class Mixture(_Strict):
         uses_weak = any(c.select and c.select.weak is not None for c in self.components)
         if uses_weak and self.targeted is None:
             raise ValueError("a component selects `weak` tasks but the mixture declares no `targeted` block")
-        data = self.keyed()
-        for key in ("assumptions", "papers"):
-            dangling = sorted(p for p, why in getattr(self, key).items() if why is not None
-                              and _lookup(data, p) is None)
-            if dangling:
-                raise ValueError(f"{key} name key paths the mixture does not have: {dangling}")
         return self
+
+    def unmatched_marks(self) -> list[str]:
+        """Key paths of `assumptions`/`papers` with no value in the mixture: a misspelt path, or one a base
+        declares about a component or key this mixture removed (`snsdata mixtures --numbers` lists them)."""
+        data = self.keyed()
+        marks = {**self.papers, **self.assumptions}
+        return sorted(p for p, why in marks.items() if why is not None and _lookup(data, p) is None)
 
     def keyed(self) -> dict[str, Any]:
         """The keys the mixture file sets, components as a mapping by name (what key paths address)."""
