@@ -66,7 +66,7 @@ def test_compute_score_loaded_from_its_file_scores_verl_rows(verl_rows: tuple[li
         wrong = compute_score(data_source=row["data_source"], solution_str=item["wrong"],
                               ground_truth=row["reward_model"]["ground_truth"], extra_info=row["extra_info"],
                               specs=str(result["specs"]))
-        assert right == {"score": 1.0, "reward_applies": 1.0}
+        assert right == {"score": 1.0, "task_score": 1.0, "reward_applies": 1.0, "timed_out": 0.0}
         assert wrong["score"] < 0.5 and wrong["reward_applies"] == 1.0
 
 
@@ -99,7 +99,8 @@ def test_unknown_task_fails_loudly_and_missing_record_does_not_apply() -> None:
     compute_score = load_like_verl(VERL_FILE)
     with pytest.raises(KeyError, match=r"reward_kwargs\.specs"):
         compute_score("snsdata/no_such_task", "x", "", {"task_id": "no_such_task", "record": "{}"})
-    assert compute_score("snsdata/note_gender", "Yes", "Yes", None) == {"score": 0.0, "reward_applies": 0.0}
+    assert compute_score("snsdata/note_gender", "Yes", "Yes", None) == {"score": 0.0, "task_score": 0.0,
+                                                                        "reward_applies": 0.0, "timed_out": 0.0}
 
 
 def test_verl_export_refuses_other_formats(tmp_path: Path) -> None:
