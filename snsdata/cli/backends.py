@@ -61,6 +61,9 @@ def export(
 
             entries = export_llamafactory(build, out, name)
             console.print(f"{out / 'dataset_info.json'}: datasets {', '.join(entries)}", highlight=False)
+            args_file = out / f"{name or build.resolve().name}_args.yaml"
+            console.print(f"put these data arguments ({args_file}) in the LLaMA-Factory config:\n"
+                          + args_file.read_text(encoding="utf-8"), highlight=False, soft_wrap=True, markup=False)
         else:
             from snsdata.backends.server import export_openrlhf
 
