@@ -121,7 +121,9 @@ def main() -> None:
             "--out", work / "builds/stage2", *data)
     stage2 = sft(str(stage1), work / "builds/stage2", work / "stage2", supervised)
 
-    snsdata("build", "--mixture", "stage3", "--out", work / "builds/stage3", *data)
+    # Stage 3 draws its rationale-bearing rows from the stage-1 rollouts that were correct and showed reasoning; a
+    # tiny or random model leaves few, and the build says so (a shortfall against the share stage3.yaml declares).
+    snsdata("build", "--mixture", "stage3", "--rollouts", rollouts, "--out", work / "builds/stage3", *data)
     stage3 = dapo(str(stage2), work / "builds/stage3", work / "stage3", rl)
     print(f"stage 1: {stage1}\nstage 2: {stage2}\nstage 3: {stage3}")
 
