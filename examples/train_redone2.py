@@ -9,7 +9,7 @@ Between the trainers it calls the snsdata commands a user would run by hand:
   3. `snsdata diagnose rollouts.jsonl --build ...`          (per-task rewards -> the weak tasks, failure samples)
   4. `snsdata soft-label --model <stage-1 model>`           (the stage-1 model answers the general prompts)
   5. `snsdata build --mixture stage2 --diagnosis --soft-labels`, then SFT on it
-  6. `snsdata build --mixture stage3`, then DAPO again from the stage-2 model
+  6. `snsdata build --mixture stage3 --rollouts rollouts.jsonl`, then DAPO again from the stage-2 model
 Each stage's model is saved under WORK/<stage>/model. The DAPO settings are `redone2_dapo_config`'s; RedOne 2.0
 gives no SFT hyper-parameters, so stage 2 uses RedOne's SFT step 2 (`redone_sft_config(2)`, lr 3e-6, 2 epochs).
 """
