@@ -25,6 +25,7 @@ from snsdata.build.formats import (
     cpt_text,
     field_columns,
     format_rows,
+    has_rationale,
     prompt_hash,
     render_frame,
 )
@@ -32,7 +33,7 @@ from snsdata.build.inputs import Diagnosis, SoftLabels, read_diagnosis, read_sof
 from snsdata.build.keys import hash_hex, hash_u64
 from snsdata.build.ledger import Ledger
 from snsdata.build.negatives import Predicted, cap_pairs, read_predictions
-from snsdata.build.rationales import RATIONALE_STEP, Rationales, has_rationale_expr, rationale_summary
+from snsdata.build.rationales import RATIONALE_STEP, Rationales, rationale_summary
 from snsdata.build.rationales import attach as attach_rationales
 from snsdata.build.rationales import collect as collect_rationales
 from snsdata.build.sampling import allocate, balance, draw
@@ -470,14 +471,13 @@ def _join_soft(frame: pl.DataFrame, soft: SoftLabels, ledger: Ledger) -> pl.Data
     ).drop("_soft")
 
 
-def _dpo_pairs(prepared: Prepared, seed: int, predicted: Predicted | None) -> None:
+def _dpo_pairs(prepared: Prepared, seed: int, predicted: Predicted | None, threshold: float) -> None:
     """Each record's pair: the model's own worst wrong answer where `--predictions` has one, else the hardest
     wrong option (`snsdata.build.negatives`); then the mixture's caps per task and per pair source."""
     caps = prepared.mixture.pairs
     for task_id, frame in prepared.frames.items():
         own = predicted.own.filter(pl.col("task_id") == task_id).drop("task_id") if predicted else None
         confusion = predicted.confusion.get(task_id) if predicted else None
-        threshold = predicted.threshold if predicted else 0.5
         if own is not None and own.height:
             frame = frame.join(own, on="record_id", how="left")
             answered = frame.filter(pl.col("_own").is_not_null()).rename({"_own": "_rejected"}).with_columns(
@@ -501,7 +501,7 @@ def _rationale_rows(prepared: Prepared) -> None:
         if not prepared.plan[task_id].require_rationale:
             continue
         spec = prepared.specs[task_id]
-        drop = (pl.col("_split") == TRAIN) & ~has_rationale_expr(spec, frame)
+        drop = (pl.col("_split") == TRAIN) & ~has_rationale(spec, frame)
         prepared.ledger.add(RATIONALE_STEP, frame.filter(drop),
                             f"no rationale: component {prepared.plan[task_id].name!r} draws only rationale-bearing "
                             "rows (give stage-1 rollouts with --rollouts)")
@@ -776,7 +776,7 @@ def build(mixture: Mixture | str | Path, *, data_root: str | Path | None = None,
     if mix.format == "sft":
         fallbacks = _sft_targets(prepared, soft, report)
     elif mix.format == "dpo":
-        _dpo_pairs(prepared, seed, predicted)
+        _dpo_pairs(prepared, seed, predicted, pair_threshold)
     elif mix.format == "cpt":
         _documents(prepared)
         documents = pipeline_steps.run_document_steps(prepared.steps, {**prepared.frames, **prepared.raw},

@@ -194,6 +194,14 @@ def add_rejected(spec: TaskSpec, frame: pl.DataFrame, seed: int, confusion: Mapp
     return out.filter(pl.col("_reason").is_null()).drop("_reason"), unpaired
 
 
+def has_rationale(spec: TaskSpec, frame: pl.DataFrame) -> pl.Expr:
+    """Rows whose record carries a non-empty rationale (`target.rationale_field`)."""
+    name = spec.target.rationale_field
+    if not name or name not in frame.columns:
+        return pl.lit(False)
+    return (pl.col(name).cast(pl.String).str.strip_chars().str.len_chars() > 0).fill_null(False)
+
+
 def _assistant(text: pl.Expr) -> pl.Expr:
     return pl.concat_list(pl.struct(role=pl.lit("assistant"), content=text))
 
@@ -214,11 +222,8 @@ def format_rows(spec: TaskSpec, frame: pl.DataFrame, fmt: Format) -> pl.DataFram
         columns = [pl.col("_prompt").alias("prompt"), _assistant(pl.col("_target")).alias("chosen"),
                    _assistant(pl.col("_rejected")).alias("rejected"), pl.col("_pair_source").alias("pair_source")]
     elif fmt == "rl":
-        field = spec.target.rationale_field
-        rationale = (pl.col(field).cast(pl.String).fill_null("").str.strip_chars().str.len_chars() > 0
-                     if field and field in frame.columns else pl.lit(False))
         columns = [pl.col("_prompt").alias("prompt"), record_json(frame).alias("record"),
-                   pl.lit(spec.reward.type).alias("reward_type"), rationale.alias("has_rationale")]
+                   pl.lit(spec.reward.type).alias("reward_type"), has_rationale(spec, frame).alias("has_rationale")]
     else:
         columns = [pl.col("_doc").alias("text")]
     return frame.select(*common, *columns).cast(COLUMNS[fmt])

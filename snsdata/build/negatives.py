@@ -107,7 +107,6 @@ class Predicted:
     own: pl.DataFrame
     confusion: dict[str, dict[tuple[str, str], int]]
     skipped: dict[str, int]
-    threshold: float
 
 
 def read_predictions(path: str | Path, rendered: pl.DataFrame, specs: Mapping[str, TaskSpec], threshold: float,
@@ -126,7 +125,7 @@ def read_predictions(path: str | Path, rendered: pl.DataFrame, specs: Mapping[st
     more = pairs.height - own.height
     if more:
         reasons["another wrong answer of the record is used"] = more
-    return Predicted(Path(path), own, confusion_counts(log, rendered, specs), reasons, threshold)
+    return Predicted(Path(path), own, confusion_counts(log, rendered, specs), reasons)
 
 
 def cap_pairs(frame: pl.DataFrame, max_per_task: int | None, max_per_source: int | None,

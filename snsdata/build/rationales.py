@@ -31,7 +31,7 @@ import polars as pl
 import regex
 import xxhash
 
-from snsdata.build.formats import field_columns
+from snsdata.build.formats import field_columns, has_rationale
 from snsdata.build.splits import TRAIN
 from snsdata.rewards.normalize import REGEX_TIMEOUT_S
 from snsdata.spec.models import TaskSpec
@@ -179,14 +179,6 @@ def attach(frames: dict[str, pl.DataFrame], specs: Mapping[str, TaskSpec],
     return out
 
 
-def has_rationale_expr(spec: TaskSpec, frame: pl.DataFrame) -> pl.Expr:
-    """Rows whose record carries a non-empty rationale."""
-    name = spec.target.rationale_field
-    if not name or name not in frame.columns:
-        return pl.lit(False)
-    return (pl.col(name).cast(pl.String).str.strip_chars().str.len_chars() > 0).fill_null(False)
-
-
 def rationale_summary(drawn: list[tuple[str, pl.DataFrame]], specs: Mapping[str, TaskSpec],
                       declared: float | None, rationales: Rationales | None) -> dict[str, Any]:
     """What the manifest records: train rows (copies counted) with a rationale, per task and in all, the share
@@ -197,7 +189,7 @@ def rationale_summary(drawn: list[tuple[str, pl.DataFrame]], specs: Mapping[str,
             continue
         train = frame.filter(pl.col("_split") == TRAIN)
         total += int(train["_copies"].sum()) if train.height else 0
-        with_one = train.filter(has_rationale_expr(specs[task_id], train))
+        with_one = train.filter(has_rationale(specs[task_id], train))
         if with_one.height:
             per_task[task_id] = int(with_one["_copies"].sum())
     rows = sum(per_task.values())
