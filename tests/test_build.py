@@ -346,6 +346,8 @@ def test_report_is_self_contained(builds) -> None:
     for name in ("sft_step1", "cpt", "stage1"):
         page = write_report(builds[name].out).read_text(encoding="utf-8")
         assert "Filter funnel" in page and "rows by capability" in page and "Lengths" in page
+        assert "not drawn (usable, beyond the quotas)" in page and "<h2>Decontamination</h2>" in page
+        assert "<td>humaneval</td><td>gen_code_humaneval</td>" in page  # per benchmark: items, hits, removals
         assert "http://" not in page.replace('xmlns="http://www.w3.org/2000/svg"', "") and "https://" not in page
 
 

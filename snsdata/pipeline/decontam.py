@@ -78,25 +78,26 @@ class _NearIndex:
     band_sorted: np.ndarray  # bands x units uint32, each band sorted
     band_order: np.ndarray  # bands x units int64: unit of each sorted entry
     sig: np.ndarray  # units x num_perm uint8
-    sets: minhash.ShingleSets
+    units: pl.Series  # the unit texts, shingled again for the few candidates that need the exact Jaccard
     shingles: np.ndarray  # int64 per unit
     eval_id: np.ndarray  # object: the eval id of each unit
 
     @classmethod
     def build(cls, ids: pl.Series, texts: pl.Series, threshold: float, max_items: int) -> _NearIndex:
         units, owner = near_units(texts)
-        digests = row_digests(codepoints(units))
+        hashes, counts, cps = _shingled(units)
+        digests = row_digests(cps)
         # a unit (normalised) found in more distinct eval items than `max_items` is template text, not content
         table = pl.DataFrame({"d0": digests[:, 0], "d1": digests[:, 1], "item": texts.hash().gather(owner)})
         specific = table.select(pl.col("item").n_unique().over("d0", "d1") <= max_items).to_series().to_numpy()
         units, owner = units.filter(pl.Series(specific)), owner[specific]
+        hashes, counts = hashes[np.repeat(specific, counts)], counts[specific]
         bands, rows_per_band = minhash.choose_bands(threshold, NEAR_NUM_PERM)
-        hashes, counts, _ = _shingled(units)
         sig = minhash.signatures(hashes, counts, NEAR_NUM_PERM, _SEED)
         band = minhash.band_hashes(sig, bands, rows_per_band, _SEED)
         order = np.argsort(band, axis=1, kind="stable")
         return cls(threshold, bands, rows_per_band, np.take_along_axis(band, order, axis=1), order,
-                   minhash.compact(sig), minhash.shingle_sets(hashes, counts), counts,
+                   minhash.compact(sig), units, counts,
                    ids.to_numpy().astype(object)[owner] if owner.size else np.zeros(0, dtype=object))
 
     def matches(self, texts: pl.Series) -> pl.Series:
@@ -136,11 +137,15 @@ class _NearIndex:
         plausible = minhash.plausible(estimate, np.minimum(counts[query], self.shingles[unit]), self.threshold,
                                       NEAR_NUM_PERM)
         query, unit = query[plausible], unit[plausible]
-        mine = minhash.shingle_sets(hashes, counts)
-        both = minhash.ShingleSets(np.concatenate([mine.values, self.sets.values]),
-                                   np.concatenate([mine.starts, self.sets.starts + mine.values.size]),
-                                   np.concatenate([mine.lengths, self.sets.lengths]))
-        similar = minhash.jaccard(both, query, unit + units.len()) >= self.threshold
+        if not query.size:
+            return query, np.zeros(0, dtype=str)
+        # exact Jaccard of the candidates only: their texts shingled again, queries first, then index units
+        asked, asked_at = np.unique(query, return_inverse=True)
+        known, known_at = np.unique(unit, return_inverse=True)
+        texts = pl.concat([units.gather(asked), self.units.gather(known)])
+        hashes, counts, _ = _shingled(texts)
+        similar = minhash.jaccard(minhash.shingle_sets(hashes, counts), asked_at, known_at + asked.size)
+        similar = similar >= self.threshold
         return query[similar], self.eval_id[unit[similar]].astype(str)
 
 
