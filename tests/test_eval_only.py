@@ -172,3 +172,29 @@ def test_rows_sampling_did_not_draw_are_not_drawn_not_rejected(tmp_path: Path) -
     summary = CliRunner().invoke(app, ["build", "--mixture", "stage1", "--max-per-task", "20", "--out",
                                        str(tmp_path / "stage1")])
     assert summary.exit_code == 0 and " not drawn, " in summary.output
+
+
+def test_extra_dpo_pairs_holding_a_benchmark_item_are_dropped(tmp_path: Path) -> None:
+    """An annotation may bring its own prompt: a train pair copying HumanEval text is decontaminated too."""
+    from snsdata.readers import records
+
+    catalogue = load_catalogue()
+    problem = records(catalogue["gen_code_humaneval"])[0]["prompt"]
+    message = pl.List(pl.Struct({"role": pl.String, "content": pl.String}))
+    pairs = pl.DataFrame({
+        "task_id": ["cold_offensive_zh", "cold_offensive_zh"], "record_id": ["own1", "own2"],
+        "split": ["train", "train"],
+        "prompt": [[{"role": "user", "content": f"Please finish:\n{problem}"}],
+                   [{"role": "user", "content": "Is this post offensive? 今天天气真好，我们去公园散步吧"}]],
+        "chosen": [[{"role": "assistant", "content": "ok"}], [{"role": "assistant", "content": "否"}]],
+        "rejected": [[{"role": "assistant", "content": "no"}], [{"role": "assistant", "content": "是"}]],
+        "pair_source": ["annotations", "annotations"],
+    }, schema_overrides={"prompt": message, "chosen": message, "rejected": message})
+    result = build("dpo", out=tmp_path / "dpo", extra_pairs=pairs, catalogue=catalogue)
+    extra = result.train.filter(pl.col("pair_source") == "annotations")
+    assert extra["record_id"].to_list() == ["own2"]
+    dropped = result.rejects.filter(pl.col("task_id") == "pairs:cold_offensive_zh")
+    assert dropped["step"].to_list() == ["decontaminate"] and dropped["record_id"].to_list() == ["own1"]
+    assert dropped["duplicate_of"][0].startswith("gen_code_humaneval/")
+    assert result.manifest["decontamination"]["by_benchmark"]["humaneval"]["removed_from"] == {
+        "pairs:cold_offensive_zh": 1}

@@ -33,6 +33,8 @@ from snsdata.build.keys import hash_hex, hash_u64
 from snsdata.build.ledger import Ledger
 from snsdata.build.sampling import allocate, balance, draw
 from snsdata.build.splits import EVAL, LEAK, TRAIN, assign_splits, fixed_roles
+from snsdata.pipeline.base import DUPLICATE_OF, REASON
+from snsdata.pipeline.decontam import EvalIndex, flag_contaminated
 from snsdata.readers import DataNotFound, SourceError, data_found, default_data_root, read_task
 from snsdata.spec import SpecError, TaskSpec, load_catalogue
 from snsdata.spec.errors import InvalidInput
@@ -656,9 +658,10 @@ def _format(prepared: Prepared, drawn: list[tuple[str, pl.DataFrame]], seed: int
     return out
 
 
-def _extra_pairs(pairs: pl.DataFrame | None, specs: dict[str, TaskSpec],
-                 ledger: Ledger) -> dict[str, pl.DataFrame]:
-    """Validate DPO pairs from outside (predictions, annotations) and give them the output columns."""
+def _extra_pairs(pairs: pl.DataFrame | None, specs: dict[str, TaskSpec], ledger: Ledger,
+                 index: EvalIndex) -> dict[str, pl.DataFrame]:
+    """Validate DPO pairs from outside (predictions, annotations), drop train pairs holding eval text (like every
+    training row: an annotation may bring a prompt of its own) and give them the output columns."""
     empty = {split: pl.DataFrame(schema=COLUMNS["dpo"]) for split in (TRAIN, EVAL)}
     if pairs is None or pairs.is_empty():
         return empty
@@ -676,11 +679,23 @@ def _extra_pairs(pairs: pl.DataFrame | None, specs: dict[str, TaskSpec],
     origin = {t: origin_of(s) for t, s in specs.items()}
     rows = pairs.with_columns(capability=pl.col("task_id").replace_strict(capability, return_dtype=pl.String),
                               origin=pl.col("task_id").replace_strict(origin, return_dtype=pl.String))
-    for task_id, count in rows.group_by("task_id").len().sort("task_id").iter_rows():
+    content = pl.element().struct.field("content")
+    text = pl.concat_str([pl.col(c).list.eval(content).list.join("\n") for c in ("prompt", "chosen", "rejected")],
+                         separator="\n", ignore_nulls=True)
+    step = pipeline_steps.DECONTAMINATE
+    flagged = flag_contaminated(rows.with_columns(_text=text).lazy(), "_text", index, step).collect()
+    dirty = flagged.filter((pl.col("split") == TRAIN) & pl.col(REASON).is_not_null())
+    ledger.add(step, dirty.with_columns(task_id=pl.format("pairs:{}", "task_id")).select(
+        *PAIR_COLUMNS, REASON, DUPLICATE_OF), pl.col(REASON), duplicate_of=pl.col(DUPLICATE_OF))
+    rows = rows.join(dirty.select("task_id", "record_id", "split"), on=["task_id", "record_id", "split"], how="anti",
+                     maintain_order="left")
+    read = dict(pairs.group_by("task_id").len().iter_rows())
+    kept = dict(rows.group_by("task_id").len().iter_rows())
+    for task_id in sorted(read):
         key = f"pairs:{task_id}"
-        ledger.count(key, "read", count)
+        ledger.count(key, "read", read[task_id])
         ledger.count(key, "excluded", 0)
-        ledger.count(key, "out", count)
+        ledger.count(key, "out", kept.get(task_id, 0))
     return {split: rows.filter(pl.col("split") == split).select(list(COLUMNS["dpo"])).sort("task_id", "record_id")
             for split in (TRAIN, EVAL)}
 
@@ -740,7 +755,8 @@ def build(mixture: Mixture | str | Path, *, data_root: str | Path | None = None,
         outputs = {split: pipeline_steps.chunk_documents(prepared.steps.chunk, frame)
                    for split, frame in outputs.items()}
         chunking = {"documents": documents, "chunks": {split: frame.height for split, frame in outputs.items()}}
-    extras = _extra_pairs(extra_pairs, prepared.specs, prepared.ledger) if mix.format == "dpo" else None
+    extras = _extra_pairs(extra_pairs, prepared.specs, prepared.ledger,
+                          pipeline_steps.build_index(prepared.steps)) if mix.format == "dpo" else None
     if extras is not None:
         outputs = {s: pl.concat([outputs[s], extras[s]]) for s in outputs}
     context = {"seed": seed, "total": total, "max_per_task": max_per_task, "soft": soft, "diagnosis": diagnosis,
