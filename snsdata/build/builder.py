@@ -97,7 +97,7 @@ class Prepared:
     skipped: list[dict[str, str]]
     inputs: dict[str, Any]
     steps: pipeline_steps.StepPlan
-    reference: pl.DataFrame = field(default_factory=pl.DataFrame)
+    reference: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=REFERENCE_SCHEMA))
     """The eval items training rows were checked against (`eval_reference`)."""
 
 
