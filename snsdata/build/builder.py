@@ -25,14 +25,21 @@ from snsdata.build.formats import (
     cpt_text,
     field_columns,
     format_rows,
+    has_rationale,
     prompt_hash,
     render_frame,
 )
 from snsdata.build.inputs import Diagnosis, SoftLabels, read_diagnosis, read_soft_labels, sha256_file
 from snsdata.build.keys import hash_hex, hash_u64
 from snsdata.build.ledger import Ledger
+from snsdata.build.negatives import Predicted, cap_pairs, read_predictions
+from snsdata.build.rationales import RATIONALE_STEP, Rationales, rationale_summary
+from snsdata.build.rationales import attach as attach_rationales
+from snsdata.build.rationales import collect as collect_rationales
 from snsdata.build.sampling import Limits, Pool, allocate_component, balance, draw
-from snsdata.build.splits import EVAL, LEAK, TRAIN, assign_splits
+from snsdata.build.splits import EVAL, LEAK, TRAIN, assign_splits, fixed_roles
+from snsdata.pipeline.base import DUPLICATE_OF, REASON
+from snsdata.pipeline.decontam import EvalIndex, flag_contaminated
 from snsdata.readers import DataNotFound, SourceError, data_found, default_data_root, read_task
 from snsdata.spec import SpecError, TaskSpec, load_catalogue
 from snsdata.spec.errors import InvalidInput
@@ -40,6 +47,7 @@ from snsdata.spec.mixture import (
     EMPTY_TARGET,
     Component,
     Mixture,
+    Splits,
     check_against_catalogue,
     load_mixture,
     origin_of,
@@ -95,6 +103,9 @@ class Prepared:
     skipped: list[dict[str, str]]
     inputs: dict[str, Any]
     steps: pipeline_steps.StepPlan
+    rationales: Rationales | None = None
+    reference: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=REFERENCE_SCHEMA))
+    """The eval items training rows were checked against (`eval_reference`)."""
 
 
 def _plan(mixture: Mixture, specs: dict[str, TaskSpec], root: Path, weak: list[str],
@@ -154,9 +165,14 @@ def _cap(frame: pl.DataFrame, limit: int | None, seed: int) -> tuple[pl.DataFram
 
 
 def _read(specs: dict[str, TaskSpec], root: Path, plan: dict[str, Component], ledger: Ledger,
-          max_per_task: int | None, split_seed: int, report: Reporter) -> tuple[dict[str, pl.DataFrame], dict]:
-    """Read every task with data (selected ones are counted; the others only serve splits and decontamination)."""
-    frames, files = {}, {}
+          max_per_task: int | None, split_seed: int,
+          report: Reporter) -> tuple[dict[str, pl.DataFrame], dict[str, pl.DataFrame], dict]:
+    """Read every task with data (selected ones are counted; the others only serve splits and decontamination).
+
+    Returns the records capped to `max_per_task` (what the build splits and uses), all records (what
+    decontamination checks against: a benchmark item capped away is still a benchmark item) and the input files.
+    """
+    frames, full, files = {}, {}, {}
     available = [s for s in specs.values() if data_found(s, root)]
     with report.progress() as progress:
         bar = progress.add_task("read", total=len(available))
@@ -171,6 +187,7 @@ def _read(specs: dict[str, TaskSpec], root: Path, plan: dict[str, Component], le
                            f"decontamination): {exc}", "yellow")
                 progress.advance(bar)
                 continue
+            full[spec.id] = frame
             frame, over = _cap(frame, max_per_task, split_seed)
             frames[spec.id] = frame
             if spec.id in plan:
@@ -182,7 +199,7 @@ def _read(specs: dict[str, TaskSpec], root: Path, plan: dict[str, Component], le
                 ledger.count(spec.id, "limit", frame.height)
                 files[spec.id] = _input_files(spec, root)
             progress.advance(bar)
-    return frames, files
+    return frames, full, files
 
 
 _READ_CACHE: dict[tuple[Any, ...], tuple[pl.DataFrame, pl.DataFrame, dict[str, dict[str, int]]]] = {}
@@ -212,9 +229,10 @@ def _source_paths(spec: TaskSpec) -> list[str]:
     """Every file a task reads, relative to the data root (none for generated sources)."""
     source = spec.source
     if isinstance(source, GeneratedSource):
-        return []
+        return sorted([source.train] if isinstance(source.train, str) else source.train or [])
     paths = set()
-    for value in source.splits.values():
+    values = [*source.splits.values(), *([source.train] if source.train is not None else [])]
+    for value in values:
         for rel in [value] if isinstance(value, str) else value:
             if source.reader == "tweeteval":
                 paths.update({f"{rel}_text.txt", f"{rel}_labels.txt"})
@@ -228,9 +246,11 @@ def _source_paths(spec: TaskSpec) -> list[str]:
 
 def _input_files(spec: TaskSpec, root: Path) -> list[dict[str, str]] | dict[str, Any]:
     source = spec.source
+    found = [{"path": rel, "sha256": sha256_file(root / rel)} for rel in _source_paths(spec) if (root / rel).is_file()]
     if isinstance(source, GeneratedSource):
-        return {"generator": source.generator, "params": source.params, "splits": source.splits}
-    return [{"path": rel, "sha256": sha256_file(root / rel)} for rel in _source_paths(spec)]
+        return {"generator": source.generator, "params": source.params, "splits": source.splits,
+                **({"train": found} if found else {})}
+    return found
 
 
 def _raw_rows(mixture: Mixture, root: Path, ledger: Ledger, report: Reporter) -> tuple[dict[str, pl.DataFrame], list]:
@@ -338,8 +358,18 @@ def prepare(mixture: Mixture | str | Path, *, data_root: str | Path | None = Non
     return _prepare(mix, data_root, max_per_task, diagnosis, catalogue, Reporter(console), render_all=True)
 
 
+@dataclass(frozen=True)
+class RolloutInput:
+    """`--rollouts`: a stage-1 rollout log and the pass thresholds that call a rollout correct."""
+
+    path: Path
+    pass_threshold: float = 0.5
+    task_pass_thresholds: dict[str, float] = field(default_factory=dict)
+
+
 def _prepare(mix: Mixture, data_root: str | Path | None, max_per_task: int | None, diagnosis: str | Path | None,
-             catalogue: dict[str, TaskSpec] | None, report: Reporter, render_all: bool) -> Prepared:
+             catalogue: dict[str, TaskSpec] | None, report: Reporter, render_all: bool,
+             rollouts: RolloutInput | None = None) -> Prepared:
     specs = catalogue if catalogue is not None else load_catalogue()
     issues = check_against_catalogue(mix, specs)
     if issues:
@@ -349,37 +379,81 @@ def _prepare(mix: Mixture, data_root: str | Path | None, max_per_task: int | Non
     targeting = _targeting(mix, Path(diagnosis) if diagnosis else None, specs, report)
     plan, skipped = _plan(mix, specs, root, targeting.weak_tasks if targeting else [], report)
     ledger = Ledger()
-    all_frames, files = _read(specs, root, plan, ledger, max_per_task, mix.splits.seed, report)
+    all_frames, full_frames, files = _read(specs, root, plan, ledger, max_per_task, mix.splits.seed, report)
     assigned = assign_splits(all_frames, specs, mix.splits)
     frames = _apply_splits(all_frames, assigned, plan, ledger)
+    rationales = None
+    if rollouts is not None:  # before the record steps, so that decontamination sees the rationales too
+        rationales = collect_rationales(rollouts.path, frames, specs, rollouts.pass_threshold,
+                                        rollouts.task_pass_thresholds, mix.splits.seed)
+        frames = attach_rationales(frames, specs, rationales)
+        skipped_rollouts = ", ".join(f"{n} {reason}" for reason, n in rationales.skipped.items()) or "none"
+        report.say(f"rollouts {rollouts.path}: {rationales.found.height} train record(s) get a rationale from "
+                   f"{rationales.rows} rollout(s); skipped: {skipped_rollouts}")
     raw, raw_files = _raw_rows(mix, root, ledger, report)
-    if any(s.step == pipeline_steps.DECONTAMINATE for s in steps.record):
-        pipeline_steps.attach_reference(steps, _eval_reference(all_frames, assigned, specs))
+    reference = eval_reference(full_frames, assigned, specs, mix.splits)
+    pipeline_steps.attach_reference(steps, reference)
     if mix.format != "cpt":  # CPT runs its steps over documents (`build`)
         frames = pipeline_steps.run_record_steps(steps, frames, ledger, report)
     early = set(frames) if render_all else _early_render(mix, plan, specs)
     frames |= _render({t: f for t, f in frames.items() if t in early}, specs, ledger, mix.splits.seed, report)
     frames = {t: f.with_columns(_pinned=pl.lit(False)) for t, f in frames.items()}
     inputs = {"data_root": str(root), "tasks": {t: files[t] for t in sorted(files)}, "raw_text": raw_files}
-    return Prepared(mix, specs, plan, frames, raw, ledger, targeting, skipped, inputs, steps)
+    if rollouts is not None:
+        inputs["rollouts"] = {"path": str(rollouts.path), "sha256": sha256_file(rollouts.path)}
+    return Prepared(mix, specs, plan, frames, raw, ledger, targeting, skipped, inputs, steps, rationales, reference)
 
 
-def _eval_reference(frames: dict[str, pl.DataFrame], assigned: pl.DataFrame,
-                    specs: dict[str, TaskSpec]) -> pl.DataFrame:
-    """Every eval record of every task with data (not only the mixture's): what training rows must not contain.
+REFERENCE_SCHEMA = {"eval_id": pl.String, "task_id": pl.String, "record_id": pl.String, "benchmark": pl.String,
+                    "item": pl.UInt64, pipeline_steps.TEXT: pl.String}
 
-    Generated tasks are left out: their eval records are disjoint from their train records by construction, and
-    their question templates (a fixed sentence around new numbers) would match every train record of the task.
+
+def eval_reference(frames: dict[str, pl.DataFrame], assigned: pl.DataFrame, specs: dict[str, TaskSpec],
+                   policy: Splits) -> pl.DataFrame:
+    """Every eval item of every task with data (not only the mixture's): what training rows must not contain.
+
+    An item is a record that must evaluate (every record of an eval-only task, a task's own test split) or
+    that the split put in eval; `frames` may hold more records than were split (`--max-per-task`). Columns:
+    `eval_id` (task/record), `benchmark` (the spec's `eval.benchmark`, else its task id), `item` (one key for
+    the same content in several tasks: the sorted lines of the text, so RedTrans' two directions of a pair are
+    one item) and the text. Generated tasks that may train are left out: their eval records are disjoint from
+    their train records by construction, and their question templates (a fixed sentence around new numbers)
+    would match every train record of the task.
     """
     parts = []
-    evals = assigned.filter(pl.col("split") == EVAL).select("task_id", "record_id")
-    for task_id in sorted(t for t in frames if not isinstance(specs[t].source, GeneratedSource)):
-        frame = pipeline_steps.with_text(frames[task_id]).join(evals, on=["task_id", "record_id"], how="semi")
-        if not frame.is_empty():
-            parts.append(frame.select("task_id", "record_id", "_text"))
-    if not parts:
-        return pl.DataFrame(schema={"task_id": pl.String, "record_id": pl.String, "_text": pl.String})
-    return pl.concat(parts)
+    evals = assigned.filter(pl.col("split") == EVAL).select("task_id", "record_id", _assigned=pl.lit(True))
+    for task_id in sorted(frames):
+        spec = specs[task_id]
+        if isinstance(spec.source, GeneratedSource) and not spec.eval_only:
+            continue
+        fixed_eval, _ = fixed_roles(spec, policy)
+        frame = frames[task_id].join(evals, on=["task_id", "record_id"], how="left")
+        frame = frame.filter(fixed_eval | pl.col("_assigned").fill_null(False)).drop("_assigned")
+        if frame.is_empty():
+            continue
+        text = pipeline_steps.with_text(frame).get_column(pipeline_steps.TEXT)
+        item = hash_u64(text.str.strip_chars().str.split("\n").list.sort().list.join("\n"), "item\x1f")
+        parts.append(frame.select("task_id", "record_id").with_columns(
+            eval_id=pl.format("{}/{}", "task_id", "record_id"), benchmark=pl.lit(spec.eval.benchmark or task_id),
+            item=item, **{pipeline_steps.TEXT: text}).select(list(REFERENCE_SCHEMA)))
+    return pl.concat(parts) if parts else pl.DataFrame(schema=REFERENCE_SCHEMA)
+
+
+def catalogue_reference(data_root: str | Path | None = None, mixture: Mixture | str | Path = "stage1",
+                        catalogue: dict[str, TaskSpec] | None = None) -> pl.DataFrame:
+    """The eval items a build of `mixture` checks its rows against (`eval_reference`): every task of the
+    catalogue with data under the root, split by the mixture's `splits` (the shipped mixtures share one)."""
+    mix = mixture if isinstance(mixture, Mixture) else load_mixture(mixture)
+    specs = catalogue if catalogue is not None else load_catalogue()
+    root = Path(data_root) if data_root is not None else default_data_root()
+    frames = {}
+    for spec in specs.values():
+        if data_found(spec, root):
+            try:
+                frames[spec.id] = _read_task(spec, root)[0]
+            except (DataNotFound, SourceError) as exc:
+                raise BuildError(f"cannot read the eval items of {spec.id}: {exc}") from None
+    return eval_reference(frames, assign_splits(frames, specs, mix.splits), specs, mix.splits)
 
 
 def soft_label_prompts(prepared: Prepared) -> pl.DataFrame:
@@ -446,12 +520,42 @@ def _join_soft(frame: pl.DataFrame, soft: SoftLabels, ledger: Ledger) -> pl.Data
     ).drop("_soft")
 
 
-def _dpo_pairs(prepared: Prepared, seed: int) -> None:
+def _dpo_pairs(prepared: Prepared, seed: int, predicted: Predicted | None, threshold: float) -> None:
+    """Each record's pair: the model's own worst wrong answer where `--predictions` has one, else the hardest
+    wrong option (`snsdata.build.negatives`); then the mixture's caps per task and per pair source."""
+    caps = prepared.mixture.pairs
     for task_id, frame in prepared.frames.items():
-        paired, unpaired = add_rejected(prepared.specs[task_id], frame, seed)
+        own = predicted.own.filter(pl.col("task_id") == task_id).drop("task_id") if predicted else None
+        confusion = predicted.confusion.get(task_id) if predicted else None
+        if own is not None and own.height:
+            frame = frame.join(own, on="record_id", how="left")
+            answered = frame.filter(pl.col("_own").is_not_null()).rename({"_own": "_rejected"}).with_columns(
+                _pair_source=pl.lit("predictions"))
+            frame = frame.filter(pl.col("_own").is_null()).drop("_own")
+        else:
+            answered = None
+        paired, unpaired = add_rejected(prepared.specs[task_id], frame, seed, confusion, threshold)
+        if answered is not None:
+            paired = pl.concat([answered.select(paired.columns), paired])
         prepared.ledger.add("pairs", unpaired, pl.col("_reason"))
+        paired, over = cap_pairs(paired, caps.max_per_task, caps.max_per_source, seed)
+        prepared.ledger.add("pairs", over, pl.col("_reason"))
         prepared.frames[task_id] = paired.with_columns(_pinned=pl.lit(False))
         prepared.ledger.count(task_id, "pairs", paired.height)
+
+
+def _rationale_rows(prepared: Prepared) -> None:
+    """`require_rationale` components keep only the train rows whose record carries a rationale."""
+    for task_id, frame in prepared.frames.items():
+        if not prepared.plan[task_id].require_rationale:
+            continue
+        spec = prepared.specs[task_id]
+        drop = (pl.col("_split") == TRAIN) & ~has_rationale(spec, frame)
+        prepared.ledger.add(RATIONALE_STEP, frame.filter(drop),
+                            f"no rationale: component {prepared.plan[task_id].name!r} draws only rationale-bearing "
+                            "rows (give stage-1 rollouts with --rollouts)")
+        prepared.frames[task_id] = frame.filter(~drop)
+        prepared.ledger.count(task_id, RATIONALE_STEP, prepared.frames[task_id].height)
 
 
 def _documents(prepared: Prepared) -> None:
@@ -518,8 +622,10 @@ def _quotas(mixture: Mixture, total: int | None, pools: dict[str, Pool],
         return per_task, achieved, details
 
     per_task, achieved, details = run(wanted)
+    # A require_rationale component that falls short is reported (`_rationale_report`), not scaled to: a few
+    # rationales must not shrink the whole build.
     shared = [c.name for c in mixture.components
-              if c.share is not None and sum(pools.get(c.name, empty).sizes.values())]
+              if c.share is not None and not c.require_rationale and sum(pools.get(c.name, empty).sizes.values())]
     ratios = [achieved[n] / wanted[n] for n in shared if wanted[n]]
     scale = min([1.0, *ratios])
     if scale < 1.0:
@@ -574,7 +680,7 @@ def _pools(prepared: Prepared, frames: dict[str, pl.DataFrame],
 
 def _sample(prepared: Prepared, total: int | None, seed: int,
             report: Reporter) -> tuple[list[tuple[str, pl.DataFrame]], dict[str, Any]]:
-    """Draw train rows to the quotas and eval rows up to `eval_max_per_task`; undrawn rows go to rejects."""
+    """Draw train rows to the quotas and eval rows up to `eval_max_per_task`; undrawn rows are `not_drawn`."""
     mixture, ledger = prepared.mixture, prepared.ledger
     frames = dict(prepared.frames)
     for task_id, frame in prepared.raw.items():
@@ -590,12 +696,15 @@ def _sample(prepared: Prepared, total: int | None, seed: int,
         train = draw(train, quotas.get(task_id, 0), seed)
         # Eval rows are drawn with the split seed: the same eval set whatever --seed says, in every stage.
         test = draw(test, test.height if eval_cap is None else min(eval_cap, test.height), mixture.splits.seed)
+        undrawn = 0
         for part, split in ((train, TRAIN), (test, EVAL)):
             quota = int(part["_copies"].sum()) if part.height else 0
-            ledger.add("sample", part.filter(pl.col("_copies") == 0),
-                       f"not drawn: {split} quota {quota} of {part.height} rows")
+            left = part.filter(pl.col("_copies") == 0)
+            ledger.not_drawn(left, split, quota, part.height)
+            undrawn += left.height
         ledger.count(task_id, "sample", train.filter(pl.col("_copies") > 0).height
                      + test.filter(pl.col("_copies") > 0).height)
+        ledger.count(task_id, "not_drawn", undrawn)
         drawn.append((task_id, pl.concat([train, test], how="vertical_relaxed").filter(pl.col("_copies") > 0)))
     return drawn, summary
 
@@ -648,9 +757,10 @@ def _format(prepared: Prepared, drawn: list[tuple[str, pl.DataFrame]], seed: int
     return out
 
 
-def _extra_pairs(pairs: pl.DataFrame | None, specs: dict[str, TaskSpec],
-                 ledger: Ledger) -> dict[str, pl.DataFrame]:
-    """Validate DPO pairs from outside (predictions, annotations) and give them the output columns."""
+def _extra_pairs(pairs: pl.DataFrame | None, specs: dict[str, TaskSpec], ledger: Ledger,
+                 index: EvalIndex) -> dict[str, pl.DataFrame]:
+    """Validate DPO pairs from outside (predictions, annotations), drop train pairs holding eval text (like every
+    training row: an annotation may bring a prompt of its own) and give them the output columns."""
     empty = {split: pl.DataFrame(schema=COLUMNS["dpo"]) for split in (TRAIN, EVAL)}
     if pairs is None or pairs.is_empty():
         return empty
@@ -668,13 +778,42 @@ def _extra_pairs(pairs: pl.DataFrame | None, specs: dict[str, TaskSpec],
     origin = {t: origin_of(s) for t, s in specs.items()}
     rows = pairs.with_columns(capability=pl.col("task_id").replace_strict(capability, return_dtype=pl.String),
                               origin=pl.col("task_id").replace_strict(origin, return_dtype=pl.String))
-    for task_id, count in rows.group_by("task_id").len().sort("task_id").iter_rows():
+    content = pl.element().struct.field("content")
+    text = pl.concat_str([pl.col(c).list.eval(content).list.join("\n") for c in ("prompt", "chosen", "rejected")],
+                         separator="\n", ignore_nulls=True)
+    step = pipeline_steps.DECONTAMINATE
+    flagged = flag_contaminated(rows.with_columns(_text=text).lazy(), "_text", index, step).collect()
+    dirty = flagged.filter((pl.col("split") == TRAIN) & pl.col(REASON).is_not_null())
+    ledger.add(step, dirty.with_columns(task_id=pl.format("pairs:{}", "task_id")).select(
+        *PAIR_COLUMNS, REASON, DUPLICATE_OF), pl.col(REASON), duplicate_of=pl.col(DUPLICATE_OF))
+    rows = rows.join(dirty.select("task_id", "record_id", "split"), on=["task_id", "record_id", "split"], how="anti",
+                     maintain_order="left")
+    read = dict(pairs.group_by("task_id").len().iter_rows())
+    kept = dict(rows.group_by("task_id").len().iter_rows())
+    for task_id in sorted(read):
         key = f"pairs:{task_id}"
-        ledger.count(key, "read", count)
+        ledger.count(key, "read", read[task_id])
         ledger.count(key, "excluded", 0)
-        ledger.count(key, "out", count)
+        ledger.count(key, "out", kept.get(task_id, 0))
     return {split: rows.filter(pl.col("split") == split).select(list(COLUMNS["dpo"])).sort("task_id", "record_id")
             for split in (TRAIN, EVAL)}
+
+
+def _rationale_report(summary: dict[str, Any], mix: Mixture, report: Reporter) -> None:
+    """One plain line on the rationale share; a shortfall says what is missing and how to get it."""
+    declared = summary["declared_share"]
+    if declared is None:
+        return
+    line = (f"rationales: {summary['train_rows_with_rationale']} of {summary['train_rows']} train rows "
+            f"({summary['share']:.1%}; {mix.name} declares {declared:.0%})")
+    if not summary["shortfall"]:
+        report.say(line, "green")
+        return
+    source = ("no --rollouts given" if summary["rollouts"] is None
+              else f"{summary['rollouts']['records_with_rationale']} record(s) with a correct, reasoned rollout")
+    summary["message"] = (f"{line}: SHORTFALL, {source}; the build holds fewer rationale rows than declared (rows "
+                          "without one are not passed off as rationale-bearing)")
+    report.say(summary["message"], "red")
 
 
 @dataclass
@@ -690,11 +829,16 @@ def build(mixture: Mixture | str | Path, *, data_root: str | Path | None = None,
           seed: int | None = None, total: int | None = None, max_per_task: int | None = None,
           diagnosis: str | Path | None = None, soft_labels: str | Path | None = None,
           extra_pairs: pl.DataFrame | None = None, catalogue: dict[str, TaskSpec] | None = None,
-          console: Console | None = None) -> BuildResult:
+          console: Console | None = None, rollouts: RolloutInput | str | Path | None = None,
+          predictions: str | Path | None = None, pair_threshold: float = 0.5,
+          max_pairs_per_task: int | None = None) -> BuildResult:
     """Build a mixture into a build directory (docs/build.md). The same inputs and seed give the same bytes.
 
     `total` overrides the mixture's total; `max_per_task` reads at most that many records per task (quick
-    builds); `extra_pairs` adds DPO pairs (columns `formats.PAIR_COLUMNS`) from predictions or annotations.
+    builds); `extra_pairs` adds DPO pairs (columns `formats.PAIR_COLUMNS`) from predictions or annotations;
+    `rollouts` (a stage-1 rollout log) gives records rationales (sft and rl); `predictions` (dpo) makes the
+    model's wrong answers (below `pair_threshold`) and its confusions the rejected answers;
+    `max_pairs_per_task` overrides the mixture's `pairs.max_per_task`.
     """
     from snsdata.build.writer import write_build
 
@@ -705,25 +849,49 @@ def build(mixture: Mixture | str | Path, *, data_root: str | Path | None = None,
         raise BuildError(f"extra pairs go into a dpo mixture; {mix.name} is {mix.format}")
     if soft_labels is not None and not any(c.target == "soft_label" for c in mix.components):
         raise BuildError(f"{mix.name} has no soft-label component: --soft-labels applies to stage 2 mixtures")
+    if rollouts is not None and mix.format not in ("sft", "rl"):
+        raise BuildError(f"rollouts give rationale-bearing targets to sft and rl mixtures; {mix.name} is {mix.format}")
+    if predictions is not None and mix.format != "dpo":
+        raise BuildError(f"predictions make DPO rejected answers; {mix.name} is {mix.format}")
+    if max_pairs_per_task is not None:
+        if mix.format != "dpo":
+            raise BuildError(f"a cap on pairs applies to dpo mixtures; {mix.name} is {mix.format}")
+        mix = mix.model_copy(update={"pairs": mix.pairs.model_copy(update={"max_per_task": max_pairs_per_task})})
+    if rollouts is not None and not isinstance(rollouts, RolloutInput):
+        rollouts = RolloutInput(Path(rollouts))
     seed = mix.seed if seed is None else seed
     total = mix.total if total is None else total
     out = Path(out) if out is not None else Path("builds") / mix.name
     report = Reporter(console)
-    prepared = _prepare(mix, data_root, max_per_task, diagnosis, catalogue, report, render_all=False)
+    prepared = _prepare(mix, data_root, max_per_task, diagnosis, catalogue, report, render_all=False,
+                        rollouts=rollouts)
     soft = read_soft_labels(soft_labels) if soft_labels is not None else None
     fallbacks: list[str] = []
+    predicted = None
+    if predictions is not None:
+        from snsdata.loop.pairs import rendered_records
+
+        predicted = read_predictions(predictions, rendered_records(prepared), prepared.specs, pair_threshold, seed)
+        report.say(f"predictions {predictions}: {predicted.own.height} record(s) get the model's own wrong answer; "
+                   f"{sum(predicted.skipped.values())} prediction(s) not used")
+        prepared.inputs["predictions"] = {"path": str(predictions), "sha256": sha256_file(Path(predictions)),
+                                          "threshold": pair_threshold, "records_with_own_wrong_answer":
+                                          predicted.own.height, "not_used": predicted.skipped}
     if mix.format == "sft":
         fallbacks = _sft_targets(prepared, soft, report)
     elif mix.format == "dpo":
-        _dpo_pairs(prepared, seed)
+        _dpo_pairs(prepared, seed, predicted, pair_threshold)
     elif mix.format == "cpt":
         _documents(prepared)
         documents = pipeline_steps.run_document_steps(prepared.steps, {**prepared.frames, **prepared.raw},
                                                       prepared.ledger)
         prepared.frames = {t: documents[t] for t in prepared.frames}
         prepared.raw = {t: documents[t] for t in prepared.raw}
+    _rationale_rows(prepared)
     balanced = _balance(prepared, seed)
     drawn, sampling = _sample(prepared, total, seed, report)
+    rationales = rationale_summary(drawn, prepared.specs, mix.rationale_share, prepared.rationales)
+    _rationale_report(rationales, mix, report)
     drawn = _late_render(prepared, drawn, report)
     outputs = _format(prepared, drawn, seed)
     chunking = None
@@ -732,12 +900,13 @@ def build(mixture: Mixture | str | Path, *, data_root: str | Path | None = None,
         outputs = {split: pipeline_steps.chunk_documents(prepared.steps.chunk, frame)
                    for split, frame in outputs.items()}
         chunking = {"documents": documents, "chunks": {split: frame.height for split, frame in outputs.items()}}
-    extras = _extra_pairs(extra_pairs, prepared.specs, prepared.ledger) if mix.format == "dpo" else None
+    extras = _extra_pairs(extra_pairs, prepared.specs, prepared.ledger,
+                          pipeline_steps.build_index(prepared.steps)) if mix.format == "dpo" else None
     if extras is not None:
         outputs = {s: pl.concat([outputs[s], extras[s]]) for s in outputs}
     context = {"seed": seed, "total": total, "max_per_task": max_per_task, "soft": soft, "diagnosis": diagnosis,
                "extra_pairs": extra_pairs, "fallbacks": fallbacks, "balanced": balanced, "sampling": sampling,
-               "lines": report.lines, "chunking": chunking}
+               "lines": report.lines, "chunking": chunking, "rationales": rationales}
     manifest = write_build(out, prepared, outputs, context)
     totals = manifest["totals"]
     report.say(f"{mix.name}: {totals['train_rows']} train + {totals['eval_rows']} eval rows -> {out}",
