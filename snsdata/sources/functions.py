@@ -2,8 +2,9 @@
 
 Each problem comes from a family (list, string and number manipulations) with randomised parameters: the
 constants of the task, the function and argument names, the inputs. Its prompt says what to compute in plain
-words and gives the signature; its tests are `def check(candidate)` asserts (one unit, HumanEval's shape) whose
-expected values come from the family's reference implementation, so a row scores with the sandbox reward as a
+words and gives the signature; its tests are asserts calling the function by name (one unit, so a problem scores
+1 or 0 as in HumanEval, without HumanEval's `check(candidate)` boilerplate) whose expected values come from the
+family's reference implementation, so a row scores with the sandbox reward as a
 HumanEval row does. Cases are drawn until trivial programs (return None, the first argument, a constant of the
 expected values' types) fail at least one of them, so no skeleton earns reward. Deterministic in (split, seed).
 """
@@ -373,9 +374,9 @@ def _digit_product(rng: random.Random) -> Problem:
 def _balanced_brackets(rng: random.Random) -> Problem:
     opening, closing = rng.choice((("{", "}"), ("<", ">"), ("[", "]")))
     text = _pick(rng, "text", "expr", "markup")
-    body = (f"    depth = 0\n    for c in {text}:\n        if c == {opening!r}:\n            depth += 1\n"
-            f"        elif c == {closing!r}:\n            depth -= 1\n            if depth < 0:\n"
-            "                return False\n    return depth == 0\n")
+    body = (f"    unclosed = 0\n    for c in {text}:\n        if c == {opening!r}:\n            unclosed += 1\n"
+            f"        elif c == {closing!r}:\n            if not unclosed:\n                return False\n"
+            "            unclosed -= 1\n    return not unclosed\n")
     chars = f"{opening}{closing}ab"
     return Problem("brackets_nest", _pick(rng, "nesting_is_valid", "markers_pair_up"), [(text, "str")], "bool",
                    f"Return True when every '{opening}' in `{text}` is closed by a later '{closing}' and no "
@@ -449,8 +450,7 @@ def _record(problem: Problem, rng: random.Random, seed: int, index: int) -> dict
     examples = "\n".join(f"    {_call(problem.name, a)} -> {e!r}" for a, e in cases[:2])
     prompt = (f"Write a Python function `{problem.name}`.\n\n{problem.task}\n\nSignature:\n\n    "
               f"{problem.signature}\n\nExamples:\n{examples}")
-    test = "def check(candidate):\n" + "".join(
-        f"    assert candidate({', '.join(repr(x) for x in a)}) == {e!r}\n" for a, e in cases)
+    test = "".join(f"assert {_call(problem.name, a)} == {e!r}\n" for a, e in cases)
     return {"problem_id": f"fs/{seed}/{index}", "family": problem.family, "prompt": prompt,
             "entry_point": problem.name, "signature": problem.signature, "reference": problem.reference,
             "test": test}
