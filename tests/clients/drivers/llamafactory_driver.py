@@ -7,7 +7,8 @@ Each run's arguments go through LLaMA-Factory's own `get_train_args` (so the doc
 and the decoded text of each span the loss is taken on (labels other than IGNORE_INDEX), so the test can say what
 LLaMA-Factory would train on.
 
-Input (JSON): {"runs": [{"name": ..., "args": {...}}, ...]}. Output (JSON): {name: {"train": [...], "eval": [...]}}.
+Input (JSON): {"runs": [{"name": ..., "args": {...}}, ...]}. Output (JSON): {name: {"train": [...], "eval": [...],
+"default_system": the template's system prompt for conversations without one}}.
 """
 
 from __future__ import annotations
@@ -49,14 +50,15 @@ def describe(tokenizer: Any, example: dict[str, Any], stage: str) -> dict[str, A
     return described
 
 
-def run(args: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+def run(args: dict[str, Any]) -> dict[str, Any]:
     model_args, data_args, training_args, finetuning_args, _ = get_train_args(args)
     stage = DATASET_STAGE[finetuning_args.stage]
     tokenizer_module = load_tokenizer(model_args)
     tokenizer = tokenizer_module["tokenizer"]
     template = get_template_and_fix_tokenizer(tokenizer, data_args)
     module = get_dataset(template, model_args, data_args, training_args, stage=stage, **tokenizer_module)
-    out = {"train": [describe(tokenizer, example, stage) for example in module["train_dataset"]]}
+    out: dict[str, Any] = {"default_system": template.default_system,
+                           "train": [describe(tokenizer, example, stage) for example in module["train_dataset"]]}
     eval_dataset = module.get("eval_dataset")
     if eval_dataset is not None:
         out["eval"] = [describe(tokenizer, example, stage) for example in eval_dataset]

@@ -1,0 +1,91 @@
+"""LLaMA-Factory 0.9.5's own `get_train_args` and `get_dataset` on `snsdata export --to llamafactory` of SFT, DPO and
+CPT builds: every exported row becomes one example, and the loss falls on the answer alone."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from client_venvs import client_python, run_driver
+
+EOS = "<|im_end|>"
+
+
+def render(messages: list[dict], default_system: str) -> str:
+    """LLaMA-Factory's `qwen` template, turn after turn; like Qwen2.5's own chat template it starts a conversation
+    that has no system prompt with its default one."""
+    if messages[0]["role"] != "system":
+        messages = [{"role": "system", "content": default_system}, *messages]
+    return "".join(f"<|im_start|>{m['role']}\n{m['content']}{EOS}\n" for m in messages)
+
+
+def exported_rows(folder: Path, dataset: str) -> list[dict]:
+    info = json.loads((folder / "dataset_info.json").read_text())
+    return [json.loads(line) for line in (folder / info[dataset]["file_name"]).read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def lf_run(builds: dict[str, Path], tokenizer_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    client_python("llamafactory")
+    out = tmp_path_factory.mktemp("llamafactory")
+    folder = out / "data"
+    for mixture, name in (("stage2", "sns_sft"), ("dpo", "sns_dpo"), ("cpt", "sns_cpt")):
+        subprocess.run([sys.executable, "-m", "snsdata", "export", "--build", str(builds[mixture]), "--to",
+                        "llamafactory", "--out", str(folder), "--name", name], check=True, capture_output=True)
+    # The keys docs/backends.md gives, at sizes a tiny model takes; a cutoff no row reaches, so nothing is cut.
+    common = {"model_name_or_path": str(tokenizer_dir), "dataset_dir": str(folder), "template": "qwen",
+              "cutoff_len": 65536, "do_train": True, "finetuning_type": "full", "overwrite_cache": True,
+              "report_to": "none"}
+    runs = [
+        {"name": "sft", "args": {**common, "stage": "sft", "dataset": "sns_sft_train", "eval_dataset": "sns_sft_eval",
+                                 "packing": False, "output_dir": str(out / "sft")}},
+        {"name": "sft_packed", "args": {**common, "stage": "sft", "dataset": "sns_sft_train", "packing": True,
+                                        "output_dir": str(out / "sft_packed")}},
+        {"name": "dpo", "args": {**common, "stage": "dpo", "dataset": "sns_dpo_train", "eval_dataset": "sns_dpo_eval",
+                                 "pref_ftx": 0.3, "output_dir": str(out / "dpo")}},
+        {"name": "pt", "args": {**common, "stage": "pt", "dataset": "sns_cpt_train", "eval_dataset": "sns_cpt_eval",
+                                "packing": False, "output_dir": str(out / "pt")}},
+    ]
+    return {"answer": run_driver("llamafactory", {"runs": runs}, out), "folder": folder}
+
+
+@pytest.mark.parametrize("split", ["train", "eval"])
+def test_sft_rows_train_on_the_answer_only(lf_run: dict, split: str) -> None:
+    rows = exported_rows(lf_run["folder"], f"sns_sft_{split}")
+    answer = lf_run["answer"]["sft"]
+    examples = answer[split]
+    assert len(examples) == len(rows) > 0  # LLaMA-Factory skips malformed rows with only a warning
+    for row, example in zip(rows, examples, strict=True):
+        assert example["input"] == render(row["messages"], answer["default_system"])
+        assert example["trained"] == [row["messages"][-1]["content"] + EOS + "\n"]
+
+
+def test_packed_sft_trains_on_every_answer_once(lf_run: dict) -> None:
+    rows = exported_rows(lf_run["folder"], "sns_sft_train")
+    trained = [span for example in lf_run["answer"]["sft_packed"]["train"] for span in example["trained"]]
+    assert Counter(trained) == Counter(row["messages"][-1]["content"] + EOS + "\n" for row in rows)
+
+
+@pytest.mark.parametrize("split", ["train", "eval"])
+def test_dpo_pairs_keep_prompt_chosen_and_rejected(lf_run: dict, split: str) -> None:
+    rows = exported_rows(lf_run["folder"], f"sns_dpo_{split}")
+    answer = lf_run["answer"]["dpo"]
+    examples = answer[split]
+    assert len(examples) == len(rows) > 0
+    for row, example in zip(rows, examples, strict=True):
+        for side in ("chosen", "rejected"):
+            assert example[side]["input"] == render([*row["messages"], row[side]], answer["default_system"])
+            assert example[side]["trained"] == [row[side]["content"] + EOS + "\n"]
+        assert example["chosen"]["trained"] != example["rejected"]["trained"]
+
+
+@pytest.mark.parametrize("split", ["train", "eval"])
+def test_cpt_documents_load_whole(lf_run: dict, split: str) -> None:
+    rows = exported_rows(lf_run["folder"], f"sns_cpt_{split}")
+    examples = lf_run["answer"]["pt"][split]
+    assert [example["input"] for example in examples] == [row["text"] + EOS for row in rows]
+    assert rows
