@@ -38,7 +38,14 @@ OPENRLHF_MODULES=(
 STUBS_LLAMAFACTORY=(torchaudio)
 
 site_packages() { "$1/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])'; }
-pip_in() { local venv=$1; shift; "$venv/bin/python" -m pip install -q --disable-pip-version-check "$@"; }
+# pip's resolver reports every trainer requirement left out on purpose as "X requires Y, which is not installed";
+# those lines are dropped (a version conflict with an installed module is still shown).
+pip_in() {
+  local venv=$1
+  shift
+  "$venv/bin/python" -m pip install -q --disable-pip-version-check "$@" \
+    2> >(grep -v -e ", which is not installed\.$" -e "^ERROR: pip's dependency resolver does not currently" >&2)
+}
 
 stub() {
   local venv=$1 module=$2 dir
