@@ -10,7 +10,8 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from client_venvs import client_python, run_driver
+import yaml
+from client_venvs import REPO, client_python, run_driver
 
 EOS = "<|im_end|>"
 
@@ -28,13 +29,31 @@ def exported_rows(folder: Path, dataset: str) -> list[dict]:
     return [json.loads(line) for line in (folder / info[dataset]["file_name"]).read_text().splitlines()]
 
 
+def few_shot_build(root: Path) -> Path:
+    """An SFT build whose prompts carry two few-shot turns: a user spec folder that gives a shipped task
+    `few_shot: {k: 2, split: train}`, and a mixture of that task alone."""
+    specs = root / "specs"
+    (specs / "mixtures").mkdir(parents=True)
+    shipped = next((REPO / "task_specs").rglob("cold_offensive_zh.yaml"))
+    (specs / "cold_offensive_zh.yaml").write_text(yaml.safe_dump(
+        {"extends": str(shipped), "id": "cold_offensive_zh", "prompt": {"few_shot": {"k": 2, "split": "train"}}}))
+    (specs / "mixtures" / "fewshot_sft.yaml").write_text(yaml.safe_dump(
+        {"name": "fewshot_sft", "description": "SFT rows with few-shot turns.", "format": "sft",
+         "components": [{"name": "cold", "select": {"ids": ["cold_offensive_zh"]}}]}))
+    build = root / "fewshot_sft"
+    subprocess.run([sys.executable, "-m", "snsdata", "--specs", str(specs), "build", "--mixture", "fewshot_sft",
+                    "--out", str(build), "--max-per-task", "40"], check=True, capture_output=True)
+    return build
+
+
 @pytest.fixture(scope="module")
 def lf_run(builds: dict[str, Path], tokenizer_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
     client_python("llamafactory")
     out = tmp_path_factory.mktemp("llamafactory")
     folder = out / "data"
-    for mixture, name in (("stage2", "sns_sft"), ("dpo", "sns_dpo"), ("cpt", "sns_cpt")):
-        subprocess.run([sys.executable, "-m", "snsdata", "export", "--build", str(builds[mixture]), "--to",
+    exports = {**builds, "fewshot_sft": few_shot_build(out)}
+    for mixture, name in (("stage2", "sns_sft"), ("dpo", "sns_dpo"), ("cpt", "sns_cpt"), ("fewshot_sft", "sns_fs")):
+        subprocess.run([sys.executable, "-m", "snsdata", "export", "--build", str(exports[mixture]), "--to",
                         "llamafactory", "--out", str(folder), "--name", name], check=True, capture_output=True)
     # The keys docs/backends.md gives, at sizes a tiny model takes; a cutoff no row reaches, so nothing is cut.
     common = {"model_name_or_path": str(tokenizer_dir), "dataset_dir": str(folder), "template": "qwen",
@@ -47,6 +66,8 @@ def lf_run(builds: dict[str, Path], tokenizer_dir: Path, tmp_path_factory: pytes
                                         "output_dir": str(out / "sft_packed")}},
         {"name": "dpo", "args": {**common, "stage": "dpo", "dataset": "sns_dpo_train", "eval_dataset": "sns_dpo_eval",
                                  "pref_ftx": 0.3, "output_dir": str(out / "dpo")}},
+        {"name": "sft_fewshot", "args": {**common, "stage": "sft", "dataset": "sns_fs_train", "mask_history": True,
+                                         "eval_dataset": "sns_fs_eval", "output_dir": str(out / "sft_fewshot")}},
         {"name": "pt", "args": {**common, "stage": "pt", "dataset": "sns_cpt_train", "eval_dataset": "sns_cpt_eval",
                                 "packing": False, "output_dir": str(out / "pt")}},
     ]
@@ -59,6 +80,18 @@ def test_sft_rows_train_on_the_answer_only(lf_run: dict, split: str) -> None:
     answer = lf_run["answer"]["sft"]
     examples = answer[split]
     assert len(examples) == len(rows) > 0  # LLaMA-Factory skips malformed rows with only a warning
+    for row, example in zip(rows, examples, strict=True):
+        assert example["input"] == render(row["messages"], answer["default_system"])
+        assert example["trained"] == [row["messages"][-1]["content"] + EOS + "\n"]
+
+
+@pytest.mark.parametrize("split", ["train", "eval"])
+def test_few_shot_turns_are_not_trained_on_with_mask_history(lf_run: dict, split: str) -> None:
+    rows = exported_rows(lf_run["folder"], f"sns_fs_{split}")
+    answer = lf_run["answer"]["sft_fewshot"]
+    examples = answer[split]
+    assert len(examples) == len(rows) > 0
+    assert all(len(row["messages"]) == 7 for row in rows)  # system, two example turns, the record's turn
     for row, example in zip(rows, examples, strict=True):
         assert example["input"] == render(row["messages"], answer["default_system"])
         assert example["trained"] == [row["messages"][-1]["content"] + EOS + "\n"]
