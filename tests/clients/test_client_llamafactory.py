@@ -13,6 +13,8 @@ import pytest
 import yaml
 from client_venvs import REPO, client_python, run_driver
 
+pytestmark = pytest.mark.slow  # each starts a trainer's venv; CI runs them (tools/setup_clients.sh)
+
 EOS = "<|im_end|>"
 
 

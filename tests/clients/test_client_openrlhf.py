@@ -16,6 +16,8 @@ from client_venvs import client_python, completions_for, run_driver, snsdata_sco
 
 from snsdata.backends.verl import verl_frame
 
+pytestmark = pytest.mark.slow  # each starts a trainer's venv; CI runs them (tools/setup_clients.sh)
+
 SERVER_START_S = 120
 """A bound on the server's start (its worker pools), not a measurement."""
 

@@ -9,6 +9,8 @@ import pyarrow.parquet as pq
 import pytest
 from client_venvs import client_python, completions_for, run_driver, run_in, snsdata_scores
 
+pytestmark = pytest.mark.slow  # each starts a trainer's venv; CI runs them (tools/setup_clients.sh)
+
 REPO = Path(__file__).resolve().parents[2]
 
 
