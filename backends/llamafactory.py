@@ -4,6 +4,10 @@ RedOne was trained with LLaMA-Factory, so its SFT and DPO stages map directly: S
 `messages` with OpenAI role tags, DPO rows a prompt conversation with single-message `chosen` / `rejected` and
 `ranking: true`, CPT rows alpaca `text`. LLaMA-Factory silently skips conversations whose roles do not alternate
 user/assistant, so the export checks that itself and fails with the row's id instead.
+
+LLaMA-Factory's SFT trains on every assistant turn of a conversation unless `mask_history: true` is set, so a
+build whose prompts carry few-shot turns would train on the examples' answers. The export writes the data arguments
+of its training config (`<name>_args.yaml`: stage, dataset, `mask_history: true` for SFT) for the config to include.
 """
 
 from __future__ import annotations
@@ -11,6 +15,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 from typing import Any
+
+import polars as pl
+import yaml
 
 from snsdata.backends.trl import BuildError, build_format, read_split, splits
 
@@ -62,11 +69,46 @@ def dataset_info_entry(fmt: str, file_name: str) -> dict[str, Any]:
     return {"file_name": file_name, "columns": {"prompt": "text"}}
 
 
+STAGES = {"sft": "sft", "dpo": "dpo", "cpt": "pt"}
+"""LLaMA-Factory's `stage` for each build format."""
+
+
+def history_rows(build: str | Path) -> dict[str, int]:
+    """Per split, the SFT rows with assistant turns before the last (few-shot examples): what LLaMA-Factory would
+    also train on without `mask_history`."""
+    if build_format(build) != "sft":
+        return {}
+    assistant_turns = pl.col("messages").list.eval(pl.element().struct.field("role") == "assistant").list.sum()
+    return {split: read_split(build, split).select((assistant_turns > 1).sum()).item() for split in splits(build)}
+
+
+def training_arguments(build: str | Path, out: str | Path, name: str | None = None) -> dict[str, Any]:
+    """The data arguments of a LLaMA-Factory training config for this build's export under `out`.
+
+    SFT gets `mask_history: true` whatever the rows hold: the build's target is the last assistant turn only
+    (TRL's loaders train on it alone too), and earlier turns are few-shot examples. LLaMA-Factory refuses
+    `mask_history` outside SFT, and its DPO and pre-training stages never train on earlier turns.
+    """
+    fmt = build_format(build)
+    if fmt == "rl":
+        raise BuildError("an `rl` build has no targets to train on in LLaMA-Factory; export it with --to verl")
+    name = name or Path(build).resolve().name
+    names = splits(build)
+    args: dict[str, Any] = {"stage": STAGES[fmt], "dataset_dir": str(Path(out).resolve()),
+                            "dataset": f"{name}_{names[0]}"}
+    if "eval" in names and names[0] != "eval":
+        args["eval_dataset"] = f"{name}_eval"
+    if fmt == "sft":
+        args["mask_history"] = True
+    return args
+
+
 def export_llamafactory(build: str | Path, out: str | Path, name: str | None = None) -> dict[str, Any]:
     """Write `<name>_<split>.jsonl` per split and `dataset_info.json` (merged into an existing one) under `out`.
 
-    Returns the entries written. Use with `dataset_dir: OUT` and `dataset: <name>_train` in a LLaMA-Factory config
-    (`stage: sft` or `stage: dpo`, `pref_ftx: 0.3` for RedOne's SFT term; `stage: pt` for CPT rows).
+    Returns the entries written, and writes `<name>_args.yaml` (`training_arguments`): `dataset_dir: OUT`,
+    `dataset: <name>_train`, the stage and, for SFT, `mask_history: true`, to put in the LLaMA-Factory config
+    (with `pref_ftx: 0.3` for RedOne's DPO SFT term).
     """
     fmt = build_format(build)
     if fmt == "rl":
@@ -86,4 +128,16 @@ def export_llamafactory(build: str | Path, out: str | Path, name: str | None = N
         written[f"{name}_{split}"] = dataset_info_entry(fmt, file_name)
     info.update(written)
     info_path.write_text(json.dumps(info, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    args = training_arguments(build, out, name)
+    (out / f"{name}_args.yaml").write_text(args_yaml(args, history_rows(build)), encoding="utf-8")
     return written
+
+
+def args_yaml(args: dict[str, Any], history: dict[str, int]) -> str:
+    """The data arguments as YAML, with a comment on what `mask_history` keeps out of training."""
+    lines = ["# LLaMA-Factory data arguments for this export (snsdata export --to llamafactory)."]
+    if args.get("mask_history"):
+        counted = ", ".join(f"{count} {split}" for split, count in history.items())
+        lines += ["# mask_history: train on the last assistant turn only. Without it LLaMA-Factory also trains on",
+                  f"# earlier (few-shot) assistant turns; rows that have them: {counted}."]
+    return "\n".join(lines) + "\n" + yaml.safe_dump(args, sort_keys=False, allow_unicode=True)

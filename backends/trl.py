@@ -273,12 +273,13 @@ def redone2_dapo_config(output_dir: str = "redone2_dapo", **overrides: Any) -> G
     return GRPOConfig(**{**defaults, **overrides})
 
 
-def redone2_reward_funcs(build: str | Path, config: GRPOConfig, overlong_cache_tokens: int | None = None
-                         ) -> list[Callable[..., list[float | None]]]:
+def redone2_reward_funcs(build: str | Path, config: GRPOConfig, overlong_cache_tokens: int | None = None,
+                         asynchronous: bool = False) -> list[Callable[..., Any]]:
     """snsdata's reward callables for a build, plus DAPO's soft overlong penalty as one more reward component.
 
     The penalty is linear from 0 to -1 over the last `overlong_cache_tokens` (default a fifth, the DAPO paper's
-    4,096 of 20,480) before `config.max_completion_length`, and sums with the task reward.
+    4,096 of 20,480) before `config.max_completion_length`, and sums with the task reward. `asynchronous=True`:
+    snsdata's callable is the coroutine form (`reward_funcs(..., asynchronous=True)`).
     """
     from trl.rewards import get_soft_overlong_punishment
 
@@ -286,7 +287,7 @@ def redone2_reward_funcs(build: str | Path, config: GRPOConfig, overlong_cache_t
 
     max_len = config.max_completion_length
     cache = overlong_cache_tokens if overlong_cache_tokens is not None else max(1, max_len // 5)
-    funcs = [*reward_funcs(build), get_soft_overlong_punishment(max_len, cache)]
+    funcs = [*reward_funcs(build, asynchronous=asynchronous), get_soft_overlong_punishment(max_len, cache)]
     if config.reward_weights is not None and len(config.reward_weights) != len(funcs):
         raise ValueError(f"config.reward_weights has {len(config.reward_weights)} weights for {len(funcs)} reward "
                          "functions (snsdata's, then the overlong penalty)")

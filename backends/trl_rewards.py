@@ -4,20 +4,23 @@ TRL 1.16 calls `reward_func(prompts=..., completions=..., completion_ids=..., <e
 trainer_state=..., log_extra=..., log_metric=...)` and turns None into "not applicable". The callable here
 dispatches each row on its `task_id` column, rebuilds the record from the `record` JSON column (falling back to
 the individual columns), scores each task's rows in batches on worker threads under a deadline (no signals, so it
-works off the main thread and in TRL's async loop), gives 0 to rows still running at the deadline, and returns
-None for tasks it does not cover. It is a module-level class, so `experimental.async_grpo` can pickle it.
+works off the main thread and in TRL's async loop), and returns None for tasks it does not cover and for rows
+still being scored at the deadline. `AsyncSnsdataReward` is the same callable as a coroutine: TRL runs async
+reward functions concurrently on its event loop, so slow rewards (sandboxed code) overlap with other async
+rewards instead of queueing behind them. Both are module-level classes, so `experimental.async_grpo` can pickle
+them.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import queue
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from snsdata.backends.deadline import gather_with_deadline, run_with_deadline
 from snsdata.rewards.scorer import Scorer
 from snsdata.rewards.types import ScoreDetail, ScoreStats
 from snsdata.spec import TaskSpec, load_catalogue
@@ -27,56 +30,14 @@ TRAINER_KWARGS = frozenset({"prompts", "completions", "completion_ids", "trainer
                             "log_metric", "environments"})
 """Keyword arguments TRL adds beside the dataset columns; never part of a record."""
 
-_PENDING = object()
-
-
-def run_with_deadline(jobs: Sequence[Callable[[], Any]], workers: int, timeout_s: float) -> list[Any]:
-    """Run jobs on daemon threads; a job unfinished at the deadline yields `None` in its slot and is abandoned.
-
-    Daemon threads (not a ThreadPoolExecutor) so that a job stuck past its deadline can never block the
-    trainer's exit; a job that raises yields its exception.
-    """
-    results: list[Any] = [_PENDING] * len(jobs)
-    if not jobs:
-        return results
-    todo: queue.SimpleQueue[int] = queue.SimpleQueue()
-    for index in range(len(jobs)):
-        todo.put(index)
-    lock = threading.Lock()
-    finished = threading.Event()
-    expired = threading.Event()
-    remaining = [len(jobs)]
-
-    def work() -> None:
-        while not expired.is_set():
-            try:
-                index = todo.get_nowait()
-            except queue.Empty:
-                return
-            try:
-                value: Any = jobs[index]()
-            except Exception as exc:
-                value = exc
-            with lock:
-                if not expired.is_set():
-                    results[index] = value
-                remaining[0] -= 1
-                if remaining[0] == 0:
-                    finished.set()
-
-    for _ in range(max(1, min(workers, len(jobs)))):
-        threading.Thread(target=work, name="snsdata-reward", daemon=True).start()
-    finished.wait(timeout_s)
-    with lock:
-        expired.set()
-        return [None if r is _PENDING else r for r in results]
-
-
 class SnsdataReward:
     """Reward of every row whose `task_id` names a covered spec; None for the others.
 
-    timeout_s bounds one call (rows unscored at the deadline get 0 and count as timeouts); chunk_size rows of
-    one task are scored per job, so one slow task does not hold back the others' rows.
+    timeout_s bounds one call: rows unscored at the deadline get None (the reward does not apply) and count as
+    timeouts. chunk_size rows of one task are scored per job, so one slow task does not hold back the others' rows.
+    Per task and batch it logs the shaped reward (`{name}/{task}/reward`, what the trainer optimises) apart from the
+    task's own metric (`{name}/{task}/task_score`: correctness parts only), and each row's task score as the
+    completions-table column `{name}/task_score`.
     """
 
     def __init__(self, specs: Mapping[str, TaskSpec], name: str = "snsdata", timeout_s: float = 120.0,
@@ -110,12 +71,18 @@ class SnsdataReward:
 
     def __call__(self, prompts: Sequence[Any] | None = None, completions: Sequence[Any] | None = None,
                  completion_ids: Sequence[Sequence[int]] | None = None, **kwargs: Any) -> list[float | None]:
+        chunks, jobs = self._plan(completions, completion_ids, kwargs)
+        return self._finish(len(completions or []), chunks, run_with_deadline(jobs, self.workers, self.timeout_s),
+                            kwargs)
+
+    def _plan(self, completions: Sequence[Any] | None, completion_ids: Sequence[Sequence[int]] | None,
+              kwargs: Mapping[str, Any]) -> tuple[list[tuple[str, list[int]]], list[Callable[[], list[ScoreDetail]]]]:
+        """The (task, rows) chunks of one call and a scoring job for each."""
         completions = list(completions or [])
         n = len(completions)
-        rewards: list[float | None] = [None] * n
         task_ids = kwargs.get(self.task_column)
         if not isinstance(task_ids, Sequence) or len(task_ids) != n:
-            return rewards
+            return [], []
         columns = {k: v for k, v in kwargs.items()
                    if k not in TRAINER_KWARGS and isinstance(v, Sequence) and not isinstance(v, str) and len(v) == n}
         records = _records(columns, n)
@@ -126,8 +93,13 @@ class SnsdataReward:
                 groups.setdefault(task_id, []).append(row)
         chunks = [(task_id, rows[i: i + self.chunk_size])
                   for task_id, rows in groups.items() for i in range(0, len(rows), self.chunk_size)]
-        jobs = [self._job(task_id, rows, completions, records, lengths) for task_id, rows in chunks]
-        results = run_with_deadline(jobs, self.workers, self.timeout_s)
+        return chunks, [self._job(task_id, rows, completions, records, lengths) for task_id, rows in chunks]
+
+    def _finish(self, n: int, chunks: list[tuple[str, list[int]]], results: list[Any],
+                kwargs: Mapping[str, Any]) -> list[float | None]:
+        """Rewards from the jobs' results (None where a job did not finish or failed), stats and logs."""
+        rewards: list[float | None] = [None] * n
+        task_scores: list[float | None] = [None] * n
         batch_stats: dict[str, ScoreStats] = {}
         for (task_id, rows), result in zip(chunks, results, strict=True):
             stats = batch_stats.setdefault(task_id, ScoreStats())
@@ -136,14 +108,17 @@ class SnsdataReward:
             else:
                 timed_out = result is None
                 error = None if timed_out else f"{type(result).__name__}: {result}"[:300]
-                details = [ScoreDetail(0.0 if timed_out else None, timed_out=timed_out, error=error)] * len(rows)
+                details = [ScoreDetail(None, timed_out=timed_out, error=error)] * len(rows)
             for row, detail in zip(rows, details, strict=True):
                 rewards[row] = detail.score
+                if detail.score is not None:
+                    task_scores[row] = detail.task_score if detail.task_score is not None else detail.score
                 stats.add(detail)
         with self._lock:
             for task_id, stats in batch_stats.items():
                 self.stats.setdefault(task_id, ScoreStats()).merge(stats)
         _log(kwargs.get("log_metric"), self.__name__, batch_stats)
+        _log_rows(kwargs.get("log_extra"), self.__name__, task_scores)
         return rewards
 
     def _job(self, task_id: str, rows: list[int], completions: list[Any], records: list[dict[str, Any]],
@@ -155,6 +130,18 @@ class SnsdataReward:
             )
 
         return run
+
+
+class AsyncSnsdataReward(SnsdataReward):
+    """`SnsdataReward` as a coroutine (TRL awaits async reward functions concurrently on its event loop); the
+    scores, deadline, stats and logs are the synchronous callable's."""
+
+    async def __call__(self, prompts: Sequence[Any] | None = None,  # type: ignore[override]
+                       completions: Sequence[Any] | None = None,
+                       completion_ids: Sequence[Sequence[int]] | None = None, **kwargs: Any) -> list[float | None]:
+        chunks, jobs = self._plan(completions, completion_ids, kwargs)
+        results = await gather_with_deadline(jobs, self.workers, self.timeout_s)
+        return self._finish(len(completions or []), chunks, results, kwargs)
 
 
 def _records(columns: Mapping[str, Sequence[Any]], n: int) -> list[dict[str, Any]]:
@@ -211,16 +198,27 @@ def _lengths(completion_ids: Any, n: int) -> list[int] | None:
 
 
 def _log(log_metric: Any, name: str, batch_stats: Mapping[str, ScoreStats]) -> None:
-    """Per-task means of this batch to the trainer's metrics (`{name}/{task}/reward` etc.)."""
+    """Per-task means of this batch to the trainer's metrics: the shaped reward and the raw task metric apart."""
     if not callable(log_metric):
         return
     try:
         for task_id, stats in sorted(batch_stats.items()):
             if stats.scored:
                 log_metric(f"{name}/{task_id}/reward", stats.mean_reward)
+                log_metric(f"{name}/{task_id}/task_score", stats.mean_task_score)
             log_metric(f"{name}/{task_id}/parse_rate", stats.parse_rate)
             if stats.timeouts:
                 log_metric(f"{name}/{task_id}/timeouts", float(stats.timeouts))
+    except Exception:
+        return
+
+
+def _log_rows(log_extra: Any, name: str, task_scores: list[float | None]) -> None:
+    """Each row's task score as a completions-table column beside TRL's own column of the shaped reward."""
+    if not callable(log_extra):
+        return
+    try:
+        log_extra(f"{name}/task_score", task_scores)
     except Exception:
         return
 
@@ -241,15 +239,18 @@ def _specs(build_or_specs: str | Path | Iterable[str] | Mapping[str, TaskSpec] |
 
 
 def reward_funcs(build_or_specs: str | Path | Iterable[str] | Mapping[str, TaskSpec] | None = None,
-                 timeout_s: float = 120.0, workers: int | None = None) -> list[SnsdataReward]:
+                 timeout_s: float = 120.0, workers: int | None = None, asynchronous: bool = False
+                 ) -> list[SnsdataReward]:
     """The reward functions to pass as `GRPOTrainer(reward_funcs=...)`.
 
     `build_or_specs`: a build directory (or its specs.json), whose frozen specs are used, so the build scores the
     same anywhere, without the spec folders it was built from; a list of task ids or None (every task) from the
     spec search path (shipped catalogue + user folders); or a mapping of task id to TaskSpec. Spec problems
-    surface here, building every scorer once, not at the first training step.
+    surface here, building every scorer once, not at the first training step. `asynchronous=True` gives the
+    `AsyncSnsdataReward` coroutine (same scores), which TRL awaits beside its other async reward functions.
     """
-    reward = SnsdataReward(_specs(build_or_specs), timeout_s=timeout_s, workers=workers)
+    kind = AsyncSnsdataReward if asynchronous else SnsdataReward
+    reward = kind(_specs(build_or_specs), timeout_s=timeout_s, workers=workers)
     for task_id in reward.specs:
         reward.scorer(task_id)
     return [reward]

@@ -1,28 +1,40 @@
-"""verl: an `rl` build as verl's RL Parquet, and the `compute_score` verl loads from this file's path.
+"""verl: an `rl` build as verl's RL Parquet, and the reward functions verl loads from this file's path.
 
 Each row: `data_source` = `snsdata/<task_id>` (verl groups validation metrics by it), `prompt` (chat messages),
 `ability` (the task's capability), `reward_model` = `{"style": "rule", "ground_truth": <gold completion>}`, and
 `extra_info` with the reward type, the reward declaration (JSON) and the record (JSON) that scoring needs.
 
 verl imports this file standalone (`reward.custom_reward_function.path=.../backends/verl.py`), so everything here
-uses absolute `snsdata` imports. The reward declaration in `extra_info` wins over the spec it is looked up in, so
-scoring follows the build even where the catalogue has moved on. The export's overrides pass its `specs.json` (the
-build's frozen specs) through `reward.custom_reward_function.reward_kwargs.specs`, so a build made with your own spec
-folders scores without them; without that keyword, specs come from the search path (shipped + SNSDATA_SPECS).
+uses absolute `snsdata` imports. verl >= 0.7 scores in its reward loop: one `run_single` per row, all of a batch
+at once, on each reward worker's event loop; `compute_score_async` gathers the concurrent rows of one task into a
+batch. verl <= 0.6's `batch` manager calls `compute_score` with plural keywords. Scoring runs on daemon threads
+under `timeout_s` (verl calls from threads, where signal-based timeouts cannot be set). The reward declaration in
+`extra_info` wins over the spec it is looked up in, so scoring follows the build even where the catalogue has
+moved on. The export's overrides pass its `specs.json` (the build's frozen specs) through `reward_kwargs.specs`, so
+a build made with your own spec folders scores without them; without that keyword, specs come from the search path
+(shipped + SNSDATA_SPECS).
 """
 
 from __future__ import annotations
 
+import asyncio
+import functools
+import importlib.metadata
 import json
+import re
 import shutil
 import threading
+import weakref
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 
+from snsdata.backends.deadline import gather_with_deadline, run_with_deadline
 from snsdata.backends.trl import BuildError, build_format, read_specs, read_split, splits
+from snsdata.rewards.types import ScoreDetail
+from snsdata.spec.errors import InvalidInput
 
 DATA_SOURCE_PREFIX = "snsdata/"
 
@@ -70,8 +82,55 @@ def verl_frame(build: str | Path, split: str = "train") -> pl.DataFrame:
     return pl.DataFrame(rows, schema=SCHEMA)
 
 
-def export_verl(build: str | Path, out: str | Path) -> dict[str, Any]:
-    """Write `<split>.parquet` per split and a copy of `specs.json`; returns the paths and verl's overrides."""
+REWARD_LOOP_SINCE = (0, 7)
+"""verl 0.7 moved rewards into its reward loop (`reward.*` keys, managers `naive`/`dapo`/..., no `batch`); 0.8 and
+0.9 compose the same overrides. Up to 0.6 the keys are top-level `custom_reward_function.*` and
+`reward_model.reward_manager`, and the `batch` manager exists."""
+
+
+def installed_verl_version() -> str | None:
+    """The version of the verl installed beside snsdata, if any."""
+    try:
+        return importlib.metadata.version("verl")
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def uses_reward_loop(verl_version: str | None) -> bool:
+    """Whether a verl version takes the reward-loop overrides; an unknown version (None) is taken as current."""
+    if verl_version is None:
+        return True
+    match = re.match(r"(\d+)\.(\d+)", verl_version)
+    if match is None:
+        raise InvalidInput(f"verl version {verl_version!r} does not start with MAJOR.MINOR (e.g. 0.9.1)")
+    return (int(match[1]), int(match[2])) >= REWARD_LOOP_SINCE
+
+
+def verl_overrides(specs_path: str | Path, verl_version: str | None, train: str | Path | None = None,
+                   val: str | Path | None = None) -> list[str]:
+    """The Hydra overrides that point a verl version's trainer at this file's reward and the exported data.
+
+    verl >= 0.7: `compute_score_async` on the reward loop's `naive` manager (rows of one task batched across its
+    concurrent calls); verl <= 0.6: `compute_score` on the `batch` manager.
+    """
+    here = Path(__file__).resolve()
+    specs_path = Path(specs_path).resolve()
+    if uses_reward_loop(verl_version):
+        reward = [f"reward.custom_reward_function.path={here}",
+                  "reward.custom_reward_function.name=compute_score_async",
+                  f"+reward.custom_reward_function.reward_kwargs.specs={specs_path}"]
+    else:
+        reward = [f"custom_reward_function.path={here}", "custom_reward_function.name=compute_score",
+                  f"+custom_reward_function.reward_kwargs.specs={specs_path}", "reward_model.reward_manager=batch"]
+    data = [f"data.train_files={train}"] if train is not None else []
+    data += [f"data.val_files={val}"] if val is not None else []
+    return [*data, *reward, "data.prompt_key=prompt", "data.reward_fn_key=data_source"]
+
+
+def export_verl(build: str | Path, out: str | Path, verl_version: str | None = None) -> dict[str, Any]:
+    """Write `<split>.parquet` per split and a copy of `specs.json`; returns the paths, the verl version the
+    overrides are for (`verl_version`, else the installed one; None: neither, so the current form) and the
+    overrides."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     files = {}
@@ -81,21 +140,22 @@ def export_verl(build: str | Path, out: str | Path) -> dict[str, Any]:
         files[split] = path.resolve()
     specs_path = out / "specs.json"
     shutil.copyfile(Path(build) / "specs.json", specs_path)
-    overrides = [
-        f"reward.custom_reward_function.path={Path(__file__).resolve()}",
-        "reward.custom_reward_function.name=compute_score",
-        f"+reward.custom_reward_function.reward_kwargs.specs={specs_path.resolve()}",
-        "data.prompt_key=prompt",
-        "data.reward_fn_key=data_source",
-    ]
-    if "train" in files:
-        overrides.insert(0, f"data.train_files={files['train']}")
-    if "eval" in files:
-        overrides.insert(1, f"data.val_files={files['eval']}")
-    return {"files": files, "specs": specs_path.resolve(), "overrides": overrides}
+    version = verl_version or installed_verl_version()
+    overrides = verl_overrides(specs_path, version, files.get("train"), files.get("eval"))
+    return {"files": files, "specs": specs_path.resolve(), "verl_version": version, "overrides": overrides}
 
 
 # --- compute_score ------------------------------------------------------------------------------------------------
+
+TIMEOUT_S = 60.0
+"""Default bound on a row's scoring (`reward_kwargs.timeout_s`): past it the row scores 0 with `timed_out` set."""
+BATCH_WINDOW_S = 0.02
+"""How long `compute_score_async` holds a row for others of its task (`reward_kwargs.batch_window_s`)."""
+BATCH_ROWS = 256
+"""A task's held rows are scored at once when this many have arrived (`reward_kwargs.batch_rows`)."""
+WORKERS = 4
+"""Threads `compute_score_batch` scores its tasks on (`reward_kwargs.workers`); `compute_score_async` gives each
+batch a thread of its own."""
 
 _LOCK = threading.Lock()
 _SPECS: dict[str | None, dict[str, Any]] = {}
@@ -156,15 +216,32 @@ def _unpack(data_source: str, extra_info: Any) -> tuple[str, str | None, dict[st
     return task_id, info.get("reward"), record
 
 
-def _result(score: float | None) -> dict[str, float]:
-    """verl needs a number; a reward that does not apply scores 0 and is flagged so it can be filtered in logs."""
-    return {"score": 0.0 if score is None else float(score), "reward_applies": float(score is not None)}
+def _result(detail: ScoreDetail) -> dict[str, float]:
+    """verl's result dict; verl copies every key into the row's `reward_extra_info` (so all rows carry the same
+    keys, as verl requires). `score`: the shaped reward verl trains on, 0 where the reward does not apply (verl
+    needs a number); `task_score`: the task's own metric (correctness parts only), for dynamic sampling
+    (`algorithm.filter_groups.metric=task_score`); `reward_applies`; `timed_out`: the row's scoring, or its
+    program in the sandbox, ran out of time (`reward_applies` 0: scoring did not finish, so the 0 is no verdict)."""
+    applies = detail.score is not None
+    task = detail.task_score if detail.task_score is not None else detail.score
+    return {"score": float(detail.score) if applies else 0.0,
+            "task_score": float(task) if applies and task is not None else 0.0,
+            "reward_applies": float(applies), "timed_out": float(detail.timed_out)}
+
+
+def _unfinished(timeout_s: float, result: Any) -> ScoreDetail:
+    """The detail of a row whose job did not finish (None) or failed (its exception)."""
+    if result is None:
+        return ScoreDetail(None, timed_out=True, error=f"not scored within {timeout_s:g} s")
+    return ScoreDetail(None, error=f"{type(result).__name__}: {result}"[:300])
 
 
 def compute_score_batch(data_sources: Sequence[str], solution_strs: Sequence[str], ground_truths: Sequence[Any],
                         extra_infos: Sequence[Any] | None = None, specs: str | None = None,
+                        timeout_s: float = TIMEOUT_S, workers: int = WORKERS,
                         **kwargs: Any) -> list[dict[str, float]]:
-    """verl's batch reward manager form: one result per solution, each task's rows scored as one batch."""
+    """verl's batch reward manager form (verl <= 0.6): one result per solution, each task's rows scored as one
+    batch on worker threads, bounded by `timeout_s` (no signals: verl calls this from threads)."""
     infos = list(extra_infos) if extra_infos is not None else [None] * len(solution_strs)
     groups: dict[tuple[str, str | None], list[int]] = {}
     records: list[dict[str, Any]] = []
@@ -172,22 +249,99 @@ def compute_score_batch(data_sources: Sequence[str], solution_strs: Sequence[str
         task_id, reward_json, record = _unpack(source, info)
         groups.setdefault((task_id, reward_json), []).append(index)
         records.append(record)
-    scores: list[float | None] = [None] * len(solution_strs)
-    for (task_id, reward_json), rows in groups.items():
-        scorer = _scorer(task_id, reward_json, specs)
-        for row, value in zip(rows, scorer([solution_strs[i] for i in rows], [records[i] for i in rows]),
-                              strict=True):
-            scores[row] = value
-    return [_result(s) for s in scores]
+    keys = list(groups)
+    scorers = [_scorer(task_id, reward_json, specs) for task_id, reward_json in keys]  # unknown tasks raise here
+    jobs = [functools.partial(scorer.details, [solution_strs[i] for i in groups[key]],
+                              [records[i] for i in groups[key]]) for key, scorer in zip(keys, scorers, strict=True)]
+    details: list[ScoreDetail] = [ScoreDetail(None)] * len(solution_strs)
+    for key, result in zip(keys, run_with_deadline(jobs, workers, timeout_s), strict=True):
+        rows = groups[key]
+        found = result if isinstance(result, list) else [_unfinished(timeout_s, result)] * len(rows)
+        for row, detail in zip(rows, found, strict=True):
+            details[row] = detail
+    return [_result(d) for d in details]
 
 
 def compute_score(data_source: str | None = None, solution_str: str | None = None, ground_truth: Any = None,
                   extra_info: dict[str, Any] | None = None, *, data_sources: Sequence[str] | None = None,
                   solution_strs: Sequence[str] | None = None, ground_truths: Sequence[Any] | None = None,
-                  extra_infos: Sequence[Any] | None = None, specs: str | None = None,
-                  **kwargs: Any) -> dict[str, float] | list[dict[str, float]]:
-    """verl's custom reward function: `{"score", "reward_applies"}` for one solution; called with the batch
+                  extra_infos: Sequence[Any] | None = None, specs: str | None = None, timeout_s: float = TIMEOUT_S,
+                  workers: int = WORKERS, **kwargs: Any) -> dict[str, float] | list[dict[str, float]]:
+    """verl's custom reward function, synchronous: the result dict for one solution; called with the batch
     manager's plural keywords it returns one result per solution (so either manager can name this function)."""
     if data_sources is not None:
-        return compute_score_batch(data_sources, solution_strs or [], ground_truths or [], extra_infos, specs)
-    return compute_score_batch([data_source or ""], [solution_str or ""], [ground_truth], [extra_info], specs)[0]
+        return compute_score_batch(data_sources, solution_strs or [], ground_truths or [], extra_infos, specs,
+                                   timeout_s, workers)
+    return compute_score_batch([data_source or ""], [solution_str or ""], [ground_truth], [extra_info], specs,
+                               timeout_s, workers)[0]
+
+
+class _Batcher:
+    """Rows of concurrent `compute_score_async` calls on one event loop, held per task for a short window and
+    scored as one batch on worker threads; each row waits at most the window plus `timeout_s`."""
+
+    def __init__(self) -> None:
+        self.pending: dict[tuple[Any, ...], list[tuple[str, dict[str, Any], asyncio.Future[ScoreDetail]]]] = {}
+        self.timers: dict[tuple[Any, ...], asyncio.TimerHandle] = {}
+        self.running: set[asyncio.Task[None]] = set()
+
+    def submit(self, key: tuple[Any, ...], text: str, record: dict[str, Any], window_s: float,
+               batch_rows: int) -> asyncio.Future[ScoreDetail]:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[ScoreDetail] = loop.create_future()
+        rows = self.pending.setdefault(key, [])
+        rows.append((text, record, future))
+        if len(rows) >= batch_rows:
+            self.flush(key)
+        elif key not in self.timers:
+            self.timers[key] = loop.call_later(window_s, self.flush, key)
+        return future
+
+    def flush(self, key: tuple[Any, ...]) -> None:
+        timer = self.timers.pop(key, None)
+        if timer is not None:
+            timer.cancel()
+        rows = self.pending.pop(key, [])
+        if rows:
+            task = asyncio.get_running_loop().create_task(self._score(key, rows))
+            self.running.add(task)
+            task.add_done_callback(self.running.discard)
+
+    async def _score(self, key: tuple[Any, ...],
+                     rows: list[tuple[str, dict[str, Any], asyncio.Future[ScoreDetail]]]) -> None:
+        task_id, reward_json, specs, timeout_s = key
+        texts, records = [r[0] for r in rows], [r[1] for r in rows]
+
+        def job() -> list[ScoreDetail]:  # the scorer is built here, off the event loop (building can be slow)
+            return _scorer(task_id, reward_json, specs).details(texts, records)
+
+        (result,) = await gather_with_deadline([job], 1, timeout_s)
+        for index, (_, _, future) in enumerate(rows):
+            if future.done():
+                continue
+            if isinstance(result, Exception):  # an unknown task or a broken spec fails loudly, as synchronously
+                future.set_exception(result)
+            else:
+                future.set_result(result[index] if isinstance(result, list) else _unfinished(timeout_s, result))
+
+
+_BATCHERS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Batcher] = weakref.WeakKeyDictionary()
+
+
+async def compute_score_async(data_source: str | None = None, solution_str: str | None = None,
+                              ground_truth: Any = None, extra_info: dict[str, Any] | None = None, *,
+                              specs: str | None = None, timeout_s: float = TIMEOUT_S,
+                              batch_window_s: float = BATCH_WINDOW_S, batch_rows: int = BATCH_ROWS,
+                              **kwargs: Any) -> dict[str, float]:
+    """verl's custom reward function for its reward loop (verl >= 0.7): a coroutine, so verl awaits it on the
+    reward worker's event loop instead of a thread per row. verl starts one call per row, all at once; the calls
+    of one task are gathered into one batch (`compute_score_batch`'s scores), so rows are scored by task, not one
+    by one."""
+    task_id, reward_json, record = _unpack(data_source or "", extra_info)
+    loop = asyncio.get_running_loop()
+    batcher = _BATCHERS.get(loop)
+    if batcher is None:
+        batcher = _BATCHERS[loop] = _Batcher()
+    key = (task_id, reward_json, specs, float(timeout_s))
+    detail = await batcher.submit(key, solution_str or "", record, batch_window_s, batch_rows)
+    return _result(detail)

@@ -9,6 +9,7 @@ from pathlib import Path
 import polars as pl
 import pyarrow.parquet as pq
 import pytest
+import yaml
 from test_backends import samples, write_build
 from typer.testing import CliRunner
 
@@ -66,7 +67,7 @@ def test_compute_score_loaded_from_its_file_scores_verl_rows(verl_rows: tuple[li
         wrong = compute_score(data_source=row["data_source"], solution_str=item["wrong"],
                               ground_truth=row["reward_model"]["ground_truth"], extra_info=row["extra_info"],
                               specs=str(result["specs"]))
-        assert right == {"score": 1.0, "reward_applies": 1.0}
+        assert right == {"score": 1.0, "task_score": 1.0, "reward_applies": 1.0, "timed_out": 0.0}
         assert wrong["score"] < 0.5 and wrong["reward_applies"] == 1.0
 
 
@@ -99,7 +100,8 @@ def test_unknown_task_fails_loudly_and_missing_record_does_not_apply() -> None:
     compute_score = load_like_verl(VERL_FILE)
     with pytest.raises(KeyError, match=r"reward_kwargs\.specs"):
         compute_score("snsdata/no_such_task", "x", "", {"task_id": "no_such_task", "record": "{}"})
-    assert compute_score("snsdata/note_gender", "Yes", "Yes", None) == {"score": 0.0, "reward_applies": 0.0}
+    assert compute_score("snsdata/note_gender", "Yes", "Yes", None) == {"score": 0.0, "task_score": 0.0,
+                                                                        "reward_applies": 0.0, "timed_out": 0.0}
 
 
 def test_verl_export_refuses_other_formats(tmp_path: Path) -> None:
@@ -197,3 +199,34 @@ def test_cli_export(tmp_path: Path) -> None:
     assert result.exit_code == 0 and (tmp_path / "o" / "train.jsonl").is_file(), result.output
     result = runner.invoke(app, ["export", "--build", str(sft), "--to", "verl", "--out", str(tmp_path / "x")])
     assert result.exit_code == 1 and "not an `rl` build" in result.output
+
+
+def test_llamafactory_sft_export_names_mask_history_for_few_shot_turns(tmp_path: Path) -> None:
+    build = write_build(tmp_path / "sft", "sft")
+    frame = pl.read_parquet(build / "data" / "train.parquet")
+    shot = [{"role": "user", "content": "Gender debate? example. Yes or No."}, {"role": "assistant", "content": "No"}]
+    few_shot = frame.with_columns(pl.when(pl.int_range(pl.len()) < 3)
+                                  .then(pl.lit(shot, dtype=frame.schema["messages"]).list.concat("messages"))
+                                  .otherwise("messages").alias("messages"))
+    few_shot.write_parquet(build / "data" / "train.parquet")
+    out = tmp_path / "lf"
+    export_llamafactory(build, out, name="sns")
+    text = (out / "sns_args.yaml").read_text()
+    args = yaml.safe_load(text)
+    assert args == {"stage": "sft", "dataset_dir": str(out.resolve()), "dataset": "sns_train",
+                    "eval_dataset": "sns_eval", "mask_history": True}
+    assert "rows that have them: 3 train, 0 eval" in text
+    rows = [json.loads(line) for line in (out / "sns_train.jsonl").read_text().splitlines()]
+    assert rows[0]["messages"][:2] == shot and rows[0]["messages"][-1]["role"] == "assistant"
+    check_sharegpt(json.loads((out / "dataset_info.json").read_text())["sns_train"], rows[0])
+    result = CliRunner().invoke(app, ["export", "--build", str(build), "--to", "llamafactory", "--out", str(out),
+                                      "--name", "sns"])
+    assert result.exit_code == 0 and "mask_history: true" in result.output, result.output
+
+
+@pytest.mark.parametrize(("fmt", "stage"), [("dpo", "dpo"), ("cpt", "pt")])
+def test_llamafactory_other_stages_get_no_mask_history(tmp_path: Path, fmt: str, stage: str) -> None:
+    out = tmp_path / "lf"
+    export_llamafactory(write_build(tmp_path / fmt, fmt), out, name="sns")
+    args = yaml.safe_load((out / "sns_args.yaml").read_text())
+    assert args["stage"] == stage and "mask_history" not in args  # LLaMA-Factory refuses it outside SFT

@@ -1069,4 +1069,5 @@ def test_a_niced_worker_keeps_its_niceness_after_setsid():
         "print(run_jobs([job], SandboxLimits(audit_hook=False, timeout_s=5))[0].stdout)\n"
     )
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True)
-    assert re.search(r"nice 5\b", out.stdout), out.stdout
+    niced = min(19, os.nice(0) + 5)  # os.nice adds to the niceness the tests started with
+    assert re.search(rf"nice {niced}\b", out.stdout), out.stdout

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import json
 import pickle
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from functools import cache
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from snsdata.backends.trl_rewards import SnsdataReward, reward_funcs, run_with_deadline
+from snsdata.backends.trl_rewards import AsyncSnsdataReward, SnsdataReward, reward_funcs, run_with_deadline
 from snsdata.readers import read_task
 from snsdata.rewards.scorer import Scorer
 from snsdata.spec import TaskSpec, load_catalogue
@@ -46,7 +49,8 @@ def trl_call(func: Any, completions: list[Any], cols: dict[str, list[Any]], **ex
     """Call the way GRPOTrainer._calculate_rewards does."""
     return func(prompts=["p"] * len(completions), completions=completions,
                 completion_ids=extra.pop("completion_ids", [[1, 2, 3]] * len(completions)),
-                trainer_state=object(), log_extra=lambda column, values: None, **cols, **extra)
+                trainer_state=object(), log_extra=extra.pop("log_extra", lambda column, values: None), **cols,
+                **extra)
 
 
 def test_mixed_batch_dispatch_strings_and_messages() -> None:
@@ -119,31 +123,79 @@ def test_catalogue_ids() -> None:
         reward_funcs(["no_such_task"])
 
 
-class _SlowScorer:
+class _BlockedScorer:
+    """A scorer stuck until released (a parser that hangs): only the deadline gets its rows back."""
+
+    def __init__(self, release: threading.Event):
+        self.release = release
+
     def details(self, completions: list[Any], records: list[Any], lengths: Any = None) -> list[Any]:
-        time.sleep(2)
+        self.release.wait(30)
         raise AssertionError("should have been abandoned")
 
 
-def test_deadline_scores_zero_and_counts_timeouts_off_the_main_thread() -> None:
-    func = SnsdataReward({t: specs()[t] for t in ("fx_label", "fx_number")}, timeout_s=0.5, workers=2)
-    func._scorers["fx_number"] = _SlowScorer()  # type: ignore[assignment]
+@pytest.mark.parametrize("asynchronous", [False, True])
+def test_deadline_gives_none_and_counts_timeouts_off_the_main_thread(asynchronous: bool) -> None:
+    kind = AsyncSnsdataReward if asynchronous else SnsdataReward
+    func = kind({t: specs()[t] for t in ("fx_label", "fx_number")}, timeout_s=0.3, workers=2)
+    release = threading.Event()
+    func._scorers["fx_number"] = _BlockedScorer(release)  # type: ignore[assignment]
     label, number = rows("fx_label")[0], rows("fx_number")[0]
     logged: dict[str, float] = {}
-    result: list[Any] = []
+    extra: dict[str, list[Any]] = {}
 
-    def run() -> None:  # a trainer's async loop calls rewards off the main thread: no signals allowed
-        result.extend(trl_call(func, ["Food", "4"], columns([label, number]),
-                               log_metric=lambda n, v: logged.__setitem__(n, v)))
+    def run() -> list[float | None]:  # TRL calls rewards off the main thread (its async loop): no signals there
+        call = trl_call(func, ["Food", "4"], columns([label, number]), log_metric=logged.__setitem__,
+                        log_extra=extra.__setitem__)
+        return asyncio.run(call) if asynchronous else call
 
-    started = time.monotonic()
-    thread = threading.Thread(target=run)
-    thread.start()
-    thread.join()
-    assert time.monotonic() - started < 1.5
-    assert result == [1.0, 0.0]
-    assert func.stats["fx_number"].timeouts == 1
-    assert logged["snsdata/fx_number/timeouts"] == 1.0
+    try:
+        with ThreadPoolExecutor(1) as pool:
+            result = pool.submit(run).result()
+    finally:
+        release.set()
+    assert result == [1.0, None]  # TRL reads None as "does not apply": no verdict is made up for the row
+    assert func.stats["fx_number"].timeouts == 1 and func.stats["fx_number"].scored == 0
+    assert logged["snsdata/fx_number/timeouts"] == 1.0 and "snsdata/fx_number/reward" not in logged
+    assert extra["snsdata/task_score"] == [1.0, None]
+
+
+def test_async_callable_equals_the_sync_one_and_trl_awaits_it() -> None:
+    chosen = {t: specs()[t] for t in ("fx_label", "fx_labels", "fx_number", "fx_translate")}
+    (sync,) = reward_funcs(chosen)
+    (coro,) = reward_funcs(chosen, asynchronous=True)
+    assert isinstance(coro, AsyncSnsdataReward) and inspect.iscoroutinefunction(type(coro).__call__)
+    trl_utils = pytest.importorskip("trl.trainer.utils")
+    assert trl_utils.is_async_callable(coro) and not trl_utils.is_async_callable(sync)
+    records = [rows("fx_label")[0], rows("fx_label")[0], rows("fx_labels")[0], rows("fx_number")[0],
+               rows("fx_path")[0], rows("fx_translate")[1], rows("fx_translate")[1]]
+    completions = ["Food", "Travel", '["Hangzhou Travel", "Tea"]', "5", "x", records[5]["en"], records[6]["en"]]
+    ids = [[0] * 10] * 6 + [[0] * 56]
+    logs: list[dict[str, Any]] = []
+    outputs = []
+    for func in (sync, coro):
+        metrics: dict[str, float] = {}
+        extra: dict[str, list[Any]] = {}
+        call = trl_call(func, completions, columns(records), completion_ids=ids, log_metric=metrics.__setitem__,
+                        log_extra=extra.__setitem__)
+        outputs.append(asyncio.run(call) if func is coro else call)
+        logs.append({"metrics": metrics, "extra": extra})
+    assert outputs[0] == outputs[1] == [1.0, 0.0, pytest.approx(0.8), 0.75, None, 1.0, 0.5]
+    assert logs[0] == logs[1]
+    assert pickle.loads(pickle.dumps(coro)).__class__ is AsyncSnsdataReward
+
+
+def test_shaped_reward_and_task_metric_are_logged_apart() -> None:
+    (func,) = reward_funcs({"fx_translate": specs()["fx_translate"]})
+    record = rows("fx_translate")[1]
+    metrics: dict[str, float] = {}
+    extra: dict[str, list[Any]] = {}
+    rewards = trl_call(func, [record["en"]] * 2, columns([record, record]), completion_ids=[[0] * 10, [0] * 56],
+                       log_metric=metrics.__setitem__, log_extra=extra.__setitem__)
+    assert rewards == [1.0, 0.5]  # the overlong penalty shapes the second
+    assert metrics["snsdata/fx_translate/reward"] == 0.75
+    assert metrics["snsdata/fx_translate/task_score"] == 1.0  # both translations are right
+    assert extra["snsdata/task_score"] == [1.0, 1.0]
 
 
 def test_run_with_deadline() -> None:

@@ -36,24 +36,34 @@ def export(
     out: Annotated[Path, typer.Option("--out", help="Output directory.")],
     name: Annotated[str | None, typer.Option(help="Dataset name for LLaMA-Factory (default: the build's name).")]
     = None,
+    verl_version: Annotated[str | None, typer.Option(
+        help="verl version to print overrides for (default: the installed verl; without one, verl >= 0.7's).")]
+    = None,
 ) -> None:
     """Write a build in a trainer's own format: verl RL Parquet, LLaMA-Factory JSONL + dataset_info.json, or
     OpenRLHF prompts with JSON labels for `serve-rewards`."""
-    from snsdata.backends.trl import BuildError
+    from snsdata.spec.errors import InvalidInput
 
     try:
         if to is Target.verl:
             from snsdata.backends.verl import export_verl
 
-            result = export_verl(build, out)
+            result = export_verl(build, out, verl_version)
             for split, path in result["files"].items():
                 console.print(f"{split}: {path}", highlight=False)
-            console.print("verl overrides:\n  " + " \\\n  ".join(result["overrides"]), highlight=False, soft_wrap=True)
+            version = result["verl_version"]
+            which = (f"verl {version}" + (" (installed)" if verl_version is None else "") if version
+                     else "verl >= 0.7 (no verl installed here; --verl-version picks another)")
+            console.print(f"overrides for {which}:\n  " + " \\\n  ".join(result["overrides"]), highlight=False,
+                          soft_wrap=True)
         elif to is Target.llamafactory:
             from snsdata.backends.llamafactory import export_llamafactory
 
             entries = export_llamafactory(build, out, name)
             console.print(f"{out / 'dataset_info.json'}: datasets {', '.join(entries)}", highlight=False)
+            args_file = out / f"{name or build.resolve().name}_args.yaml"
+            console.print(f"put these data arguments ({args_file}) in the LLaMA-Factory config:\n"
+                          + args_file.read_text(encoding="utf-8"), highlight=False, soft_wrap=True, markup=False)
         else:
             from snsdata.backends.server import export_openrlhf
 
@@ -61,7 +71,7 @@ def export(
                 console.print(f"{split}: {path}", highlight=False)
             console.print("OpenRLHF: --data.input_key input --data.label_key label --data.apply_chat_template "
                           "--reward.remote_url http://127.0.0.1:PORT/get_reward", highlight=False, soft_wrap=True)
-    except BuildError as exc:
+    except InvalidInput as exc:  # a build that does not fit the trainer, a malformed --verl-version
         err_console.print(f"[red]error[/red] {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
 
