@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from snsdata.rewards.api import get_scorer
+from snsdata.rewards.types import ScoreDetail
 from snsdata.spec.searchpath import frozen_specs
 
 REPO = Path(__file__).resolve().parents[2]
@@ -60,18 +61,20 @@ def run_driver(name: str, request: Mapping[str, Any], tmp_path: Path) -> dict[st
     return json.loads(answer_file.read_text())
 
 
-def snsdata_scores(build: Path, items: Sequence[tuple[str, str, Mapping[str, Any]]]) -> list[float | None]:
-    """snsdata's own rewards of (task id, completion, record) items, with the specs the build froze."""
+def snsdata_details(build: Path, items: Sequence[tuple[str, str, Mapping[str, Any]]]) -> list[ScoreDetail]:
+    """snsdata's own reward details (shaped score, task metric, timed out) of (task id, completion, record) items,
+    with the specs the build froze, each task's items as one batch."""
     specs = frozen_specs(build)
-    scores: list[float | None] = [None] * len(items)
+    details: list[ScoreDetail] = [ScoreDetail(None)] * len(items)
     by_task: dict[str, list[int]] = {}
     for index, (task_id, _, _) in enumerate(items):
         by_task.setdefault(task_id, []).append(index)
     for task_id, rows in by_task.items():
         scorer = get_scorer(task_id, specs=specs)
-        for row, value in zip(rows, scorer([items[i][1] for i in rows], [items[i][2] for i in rows]), strict=True):
-            scores[row] = value
-    return scores
+        found = scorer.details([items[i][1] for i in rows], [items[i][2] for i in rows])
+        for row, detail in zip(rows, found, strict=True):
+            details[row] = detail
+    return details
 
 
 def completions_for(rows: Sequence[Mapping[str, Any]]) -> dict[str, list[str]]:

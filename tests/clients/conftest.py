@@ -10,7 +10,24 @@ import sys
 from pathlib import Path
 
 import pytest
+from client_venvs import client_python
 from tiny_model import make_tiny_model
+
+
+@pytest.fixture(scope="session")
+def verl_venv() -> Path:
+    """verl's venv python, asked for before the builds, so that a missing venv skips at once."""
+    return client_python("verl")
+
+
+@pytest.fixture(scope="session")
+def llamafactory_venv() -> Path:
+    return client_python("llamafactory")
+
+
+@pytest.fixture(scope="session")
+def openrlhf_venv() -> Path:
+    return client_python("openrlhf")
 
 
 @pytest.fixture(scope="session")

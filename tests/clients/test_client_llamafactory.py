@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from client_venvs import REPO, client_python, run_driver
+from client_venvs import REPO, run_driver
 
 pytestmark = pytest.mark.slow  # each starts a trainer's venv; CI runs them (tools/setup_clients.sh)
 
@@ -49,31 +49,35 @@ def few_shot_build(root: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def lf_run(builds: dict[str, Path], tokenizer_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
-    client_python("llamafactory")
+def lf_run(llamafactory_venv: Path, builds: dict[str, Path], tokenizer_dir: Path,
+           tmp_path_factory: pytest.TempPathFactory) -> dict:
     out = tmp_path_factory.mktemp("llamafactory")
     folder = out / "data"
     exports = {**builds, "fewshot_sft": few_shot_build(out)}
+    data_args = {}
     for mixture, name in (("stage2", "sns_sft"), ("dpo", "sns_dpo"), ("cpt", "sns_cpt"), ("fewshot_sft", "sns_fs")):
         subprocess.run([sys.executable, "-m", "snsdata", "export", "--build", str(exports[mixture]), "--to",
                         "llamafactory", "--out", str(folder), "--name", name], check=True, capture_output=True)
-    # The keys docs/backends.md gives, at sizes a tiny model takes; a cutoff no row reaches, so nothing is cut.
-    common = {"model_name_or_path": str(tokenizer_dir), "dataset_dir": str(folder), "template": "qwen",
-              "cutoff_len": 65536, "do_train": True, "finetuning_type": "full", "overwrite_cache": True,
-              "report_to": "none"}
-    runs = [
-        {"name": "sft", "args": {**common, "stage": "sft", "dataset": "sns_sft_train", "eval_dataset": "sns_sft_eval",
-                                 "packing": False, "output_dir": str(out / "sft")}},
-        {"name": "sft_packed", "args": {**common, "stage": "sft", "dataset": "sns_sft_train", "packing": True,
-                                        "output_dir": str(out / "sft_packed")}},
-        {"name": "dpo", "args": {**common, "stage": "dpo", "dataset": "sns_dpo_train", "eval_dataset": "sns_dpo_eval",
-                                 "pref_ftx": 0.3, "output_dir": str(out / "dpo")}},
-        {"name": "sft_fewshot", "args": {**common, "stage": "sft", "dataset": "sns_fs_train", "mask_history": True,
-                                         "eval_dataset": "sns_fs_eval", "output_dir": str(out / "sft_fewshot")}},
-        {"name": "pt", "args": {**common, "stage": "pt", "dataset": "sns_cpt_train", "eval_dataset": "sns_cpt_eval",
-                                "packing": False, "output_dir": str(out / "pt")}},
-    ]
-    return {"answer": run_driver("llamafactory", {"runs": runs}, out), "folder": folder}
+        data_args[name] = yaml.safe_load((folder / f"{name}_args.yaml").read_text())  # what the export says to use
+    # The rest of a config, at sizes a tiny model takes; a cutoff no row reaches, so nothing is cut.
+    model = {"model_name_or_path": str(tokenizer_dir), "template": "qwen", "cutoff_len": 65536, "do_train": True,
+             "finetuning_type": "full", "overwrite_cache": True, "report_to": "none"}
+
+    def config(name: str, run: str, **extra: object) -> dict:
+        return {"name": run, "args": {**model, **data_args[name], "output_dir": str(out / run), **extra}}
+
+    runs = [config("sns_sft", "sft", packing=False), config("sns_sft", "sft_packed", packing=True),
+            config("sns_dpo", "dpo", pref_ftx=0.3), config("sns_cpt", "pt", packing=False),
+            config("sns_fs", "sft_fewshot"), config("sns_fs", "sft_fewshot_unmasked", mask_history=False)]
+    return {"answer": run_driver("llamafactory", {"runs": runs}, out), "folder": folder, "data_args": data_args}
+
+
+def test_the_exported_data_arguments_name_stage_datasets_and_mask_history(lf_run: dict) -> None:
+    folder = str(lf_run["folder"])
+    assert lf_run["data_args"]["sns_fs"] == {"stage": "sft", "dataset_dir": folder, "dataset": "sns_fs_train",
+                                             "eval_dataset": "sns_fs_eval", "mask_history": True}
+    assert {name: args["stage"] for name, args in lf_run["data_args"].items()} == {
+        "sns_sft": "sft", "sns_dpo": "dpo", "sns_cpt": "pt", "sns_fs": "sft"}
 
 
 @pytest.mark.parametrize("split", ["train", "eval"])
@@ -88,7 +92,7 @@ def test_sft_rows_train_on_the_answer_only(lf_run: dict, split: str) -> None:
 
 
 @pytest.mark.parametrize("split", ["train", "eval"])
-def test_few_shot_turns_are_not_trained_on_with_mask_history(lf_run: dict, split: str) -> None:
+def test_few_shot_turns_are_not_trained_on_with_the_exported_arguments(lf_run: dict, split: str) -> None:
     rows = exported_rows(lf_run["folder"], f"sns_fs_{split}")
     answer = lf_run["answer"]["sft_fewshot"]
     examples = answer[split]
@@ -97,6 +101,12 @@ def test_few_shot_turns_are_not_trained_on_with_mask_history(lf_run: dict, split
     for row, example in zip(rows, examples, strict=True):
         assert example["input"] == render(row["messages"], answer["default_system"])
         assert example["trained"] == [row["messages"][-1]["content"] + EOS + "\n"]
+
+
+def test_without_mask_history_llamafactory_trains_on_the_few_shot_answers(lf_run: dict) -> None:
+    rows = exported_rows(lf_run["folder"], "sns_fs_train")
+    for row, example in zip(rows, lf_run["answer"]["sft_fewshot_unmasked"]["train"], strict=True):
+        assert example["trained"] == [m["content"] + EOS + "\n" for m in row["messages"] if m["role"] == "assistant"]
 
 
 def test_packed_sft_trains_on_every_answer_once(lf_run: dict) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from client_venvs import client_python, completions_for, run_driver, snsdata_scores
+from client_venvs import completions_for, run_driver, snsdata_details
 
 from snsdata.backends.verl import verl_frame
 
@@ -23,7 +23,8 @@ SERVER_START_S = 120
 
 
 @pytest.fixture(scope="module")
-def reward_server(builds: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def reward_server(openrlhf_venv: Path, builds: dict[str, Path],
+                  tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """`snsdata serve-rewards` on a free loopback port; its URL once every pool has a worker ready."""
     log = tmp_path_factory.mktemp("server") / "serve-rewards.log"
     with log.open("w") as sink:
@@ -46,9 +47,8 @@ def reward_server(builds: dict[str, Path], tmp_path_factory: pytest.TempPathFact
 
 
 @pytest.fixture(scope="module")
-def orl_run(builds: dict[str, Path], tokenizer_dir: Path, reward_server: str,
+def orl_run(openrlhf_venv: Path, builds: dict[str, Path], tokenizer_dir: Path, reward_server: str,
             tmp_path_factory: pytest.TempPathFactory) -> dict:
-    client_python("openrlhf")
     out = tmp_path_factory.mktemp("openrlhf")
     export = subprocess.run([sys.executable, "-m", "snsdata", "export", "--build", str(builds["stage1"]), "--to",
                              "openrlhf", "--out", str(out / "data")], check=True, capture_output=True, text=True)
@@ -84,7 +84,7 @@ def test_remote_reward_client_gets_snsdatas_own_scores(orl_run: dict, builds: di
     assert len(scored) == sum(len(orl_run["completions"][label["record_id"]]) for label in orl_run["labels"])
     items = [(labels[s["record_id"]]["task_id"], orl_run["completions"][s["record_id"]][s["completion"]],
               {**labels[s["record_id"]]["record"], "record_id": s["record_id"]}) for s in scored]
-    expected = snsdata_scores(builds["stage1"], items)
+    expected = [d.score for d in snsdata_details(builds["stage1"], items)]
     # The client swallows a failed request (logs it, reward None): None here means the server refused the query.
     mismatches = [(item[0], item[1][:60], s, e) for item, s, e in zip(items, scored, expected, strict=True)
                   if s["reward"] != [0.0 if e is None else e]

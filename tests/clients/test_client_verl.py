@@ -7,45 +7,47 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from client_venvs import client_python, completions_for, run_driver, run_in, snsdata_scores
+from client_venvs import completions_for, run_driver, run_in, snsdata_details
 
 pytestmark = pytest.mark.slow  # each starts a trainer's venv; CI runs them (tools/setup_clients.sh)
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-def printed_overrides(output: str) -> list[str]:
-    """The overrides `snsdata export --to verl` prints, one per line after its header, joined by `\\`."""
+def printed_overrides(output: str) -> tuple[str, list[str]]:
+    """The header and the overrides `snsdata export --to verl` prints, one per line after it, joined by `\\`."""
     lines = output.splitlines()
-    start = next(i for i, line in enumerate(lines) if line.startswith("verl overrides"))
+    start = next(i for i, line in enumerate(lines) if line.startswith("overrides for "))
     overrides = []
     for line in lines[start + 1:]:
         if not line.startswith("  "):
             break
         overrides.append(line.strip().removesuffix("\\").strip())
-    return overrides
+    return lines[start], overrides
 
 
 @pytest.fixture(scope="module")
-def verl_run(builds: dict[str, Path], tokenizer_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
-    python = client_python("verl")
+def verl_run(verl_venv: Path, builds: dict[str, Path], tokenizer_dir: Path,
+             tmp_path_factory: pytest.TempPathFactory) -> dict:
     out = tmp_path_factory.mktemp("verl")
     # The export runs where verl is installed, as a user runs it: it prints the overrides for that verl.
-    export = run_in(python, ["-m", "snsdata", "export", "--build", str(builds["stage1"]), "--to", "verl",
+    export = run_in(verl_venv, ["-m", "snsdata", "export", "--build", str(builds["stage1"]), "--to", "verl",
                              "--out", str(out / "data")])
-    overrides = printed_overrides(export.stdout)
+    header, overrides = printed_overrides(export.stdout)
     rows = [row for split in ("train", "eval") for row in pq.read_table(out / "data" / f"{split}.parquet").to_pylist()]
     completions = completions_for([{"task_id": r["extra_info"]["task_id"], "record_id": r["extra_info"]["record_id"],
                                     "gold": r["reward_model"]["ground_truth"]} for r in rows])
     answer = run_driver("verl", {"overrides": overrides, "tokenizer": str(tokenizer_dir),
                                  "completions": completions}, out)
-    return {"answer": answer, "rows": rows, "completions": completions, "overrides": overrides}
+    return {"answer": answer, "rows": rows, "completions": completions, "overrides": overrides, "header": header}
 
 
-def test_the_printed_overrides_point_verl_at_this_checkouts_reward(verl_run: dict) -> None:
+def test_the_printed_overrides_are_the_installed_verls_and_compose(verl_run: dict) -> None:
+    assert verl_run["header"] == "overrides for verl 0.9.1 (installed):"
     overrides = dict(o.lstrip("+").split("=", 1) for o in verl_run["overrides"])
     assert Path(overrides["reward.custom_reward_function.path"]) == REPO / "backends" / "verl.py"
-    assert verl_run["answer"]["reward_manager"]
+    assert overrides["reward.custom_reward_function.name"] == "compute_score_async"
+    assert verl_run["answer"]["reward_manager"] == "NaiveRewardManager"  # verl's default, which they keep
 
 
 def test_rlhf_dataset_holds_every_exported_row_as_written(verl_run: dict) -> None:
@@ -74,13 +76,18 @@ def test_reward_loop_scores_equal_snsdatas_own(verl_run: dict, builds: dict[str,
         info = rows[s["record_id"]]["extra_info"]
         record = {**json.loads(info["record"]), "record_id": info["record_id"]}
         items.append((info["task_id"], verl_run["completions"][s["record_id"]][s["completion"]], record))
-    expected = snsdata_scores(builds["stage1"], items)
-    mismatches = [(item[0], item[1][:60], s["reward_score"], e) for item, s, e in zip(items, scored, expected,
-                                                                                      strict=True)
-                  if s["reward_score"] != (0.0 if e is None else e)
-                  or s["reward_extra_info"]["reward_applies"] != float(e is not None)]
+    expected = snsdata_details(builds["stage1"], items)
+    mismatches = []
+    for item, s, detail in zip(items, scored, expected, strict=True):
+        applies = detail.score is not None
+        task = detail.task_score if detail.task_score is not None else detail.score
+        want = {"score": detail.score if applies else 0.0, "task_score": task if applies else 0.0,
+                "reward_applies": float(applies), "timed_out": float(detail.timed_out)}
+        if s["reward_score"] != want["score"] or s["reward_extra_info"] != want:
+            mismatches.append((item[0], item[1][:60], s, want))
     assert not mismatches
+    assert not any(d.timed_out for d in expected)
     assert len({item[0] for item in items}) >= 10  # every kind of reward the build holds, sandboxed code included
     assert {json.loads(r["extra_info"]["reward"])["type"] for r in rows.values()} >= {
         "exact_match", "metric", "sandbox", "composite"}
-    assert any(e == 1.0 for e in expected) and any(e == 0.0 for e in expected)
+    assert any(d.score == 1.0 for d in expected) and any(d.score == 0.0 for d in expected)
