@@ -9,7 +9,7 @@ Between the trainers it calls the snsdata commands a user would run by hand:
   3. `snsdata diagnose rollouts.jsonl --build ...`          (per-task rewards -> the weak tasks, failure samples)
   4. `snsdata soft-label --model <stage-1 model>`           (the stage-1 model answers the general prompts)
   5. `snsdata build --mixture stage2 --diagnosis --soft-labels`, then SFT on it
-  6. `snsdata build --mixture stage3`, then DAPO again from the stage-2 model
+  6. `snsdata build --mixture stage3 --rollouts rollouts.jsonl`, then DAPO again from the stage-2 model
 Each stage's model is saved under WORK/<stage>/model. The DAPO settings are `redone2_dapo_config`'s; RedOne 2.0
 gives no SFT hyper-parameters, so stage 2 uses RedOne's SFT step 2 (`redone_sft_config(2)`, lr 3e-6, 2 epochs).
 """
@@ -121,7 +121,9 @@ def main() -> None:
             "--out", work / "builds/stage2", *data)
     stage2 = sft(str(stage1), work / "builds/stage2", work / "stage2", supervised)
 
-    snsdata("build", "--mixture", "stage3", "--out", work / "builds/stage3", *data)
+    # Stage 3 draws its rationale-bearing rows from the stage-1 rollouts that were correct and showed reasoning; a
+    # tiny or random model leaves few, and the build says so (a shortfall against the share stage3.yaml declares).
+    snsdata("build", "--mixture", "stage3", "--rollouts", rollouts, "--out", work / "builds/stage3", *data)
     stage3 = dapo(str(stage2), work / "builds/stage3", work / "stage3", rl)
     print(f"stage 1: {stage1}\nstage 2: {stage2}\nstage 3: {stage3}")
 

@@ -20,6 +20,7 @@ from snsdata.build import (
     soft_label_prompts,
     write_report,
 )
+from snsdata.build.negatives import CONFUSION, ORDINAL, SIMILAR
 from snsdata.readers import default_data_root
 from snsdata.spec import load_catalogue
 from snsdata.spec.mixture import Mixture, list_mixtures
@@ -62,8 +63,9 @@ def check_arithmetic(result) -> None:
         assert sum(chunking["documents"].values()) == totals["rows_out"] + totals["copies_added"]
         assert chunking["chunks"] == {"train": result.train.height, "eval": result.eval.height}
         return
-    own = result.train.filter(pl.col("pair_source") == "candidates") if "pair_source" in result.train.columns \
-        else result.train  # extra DPO pairs are counted apart, as `pairs:<task>`
+    structural = [ORDINAL, CONFUSION, SIMILAR]  # the build's own pairs; extra DPO pairs count as `pairs:<task>`
+    own = result.train.filter(pl.col("pair_source").is_in(structural)) if "pair_source" in result.train.columns \
+        else result.train
     for task_id, info in manifest["tasks"].items():
         written = own.filter(pl.col("task_id") == task_id).height
         assert written == info["counts"].get("out_train_rows", written), task_id

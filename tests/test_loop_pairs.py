@@ -152,5 +152,13 @@ def test_dpo_build_takes_pairs_from_predictions(shared_data: Path, tmp_path: Pat
     assert direct.exit_code == 0, direct.output
     again = pl.concat([pl.read_parquet(tmp_path / "dpo_direct" / "data" / f"{split}.parquet")
                        for split in ("train", "eval")])
-    assert again.filter(pl.col("pair_source") == "predictions").sort("record_id").equals(
-        from_predictions.sort("record_id"))
+    # There the model's own wrong answer is the record's rejected answer (one pair per record, in place of an
+    # option), and the pairs go through the build's class balancing like every other row.
+    own = again.filter(pl.col("pair_source") == "predictions")
+    assert own.height and all(r[0]["content"] == "I cannot tell" for r in own["rejected"].to_list())
+    assert own.select("task_id", "record_id").is_unique().all()
+    keys = ["task_id", "record_id"]
+    missing = from_predictions.select(keys).join(own.select(keys), on=keys, how="anti")
+    balanced = pl.read_parquet(tmp_path / "dpo_direct" / "rejects.parquet").filter(pl.col("step") == "balance")
+    assert missing.join(balanced.select(keys), on=keys, how="anti").is_empty()
+    assert again.filter(pl.col("pair_source") != "predictions").join(own.select(keys), on=keys, how="semi").is_empty()

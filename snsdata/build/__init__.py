@@ -5,7 +5,15 @@ prompts whose stage-1 answers stage 2 needs), `prompt_hash` (the key a soft-labe
 (extra DPO pairs), `write_report`.
 """
 
-from snsdata.build.builder import BuildError, BuildResult, Prepared, build, prepare, soft_label_prompts
+from snsdata.build.builder import (
+    BuildError,
+    BuildResult,
+    Prepared,
+    RolloutInput,
+    build,
+    prepare,
+    soft_label_prompts,
+)
 from snsdata.build.formats import COLUMNS, PAIR_COLUMNS, prompt_hash
 from snsdata.build.inputs import InputFileError, read_diagnosis, read_pairs, read_soft_labels
 from snsdata.build.report import write_report
@@ -17,6 +25,7 @@ __all__ = [
     "BuildResult",
     "InputFileError",
     "Prepared",
+    "RolloutInput",
     "build",
     "prepare",
     "prompt_hash",

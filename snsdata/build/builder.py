@@ -25,12 +25,17 @@ from snsdata.build.formats import (
     cpt_text,
     field_columns,
     format_rows,
+    has_rationale,
     prompt_hash,
     render_frame,
 )
 from snsdata.build.inputs import Diagnosis, SoftLabels, read_diagnosis, read_soft_labels, sha256_file
 from snsdata.build.keys import hash_hex, hash_u64
 from snsdata.build.ledger import Ledger
+from snsdata.build.negatives import Predicted, cap_pairs, read_predictions
+from snsdata.build.rationales import RATIONALE_STEP, Rationales, rationale_summary
+from snsdata.build.rationales import attach as attach_rationales
+from snsdata.build.rationales import collect as collect_rationales
 from snsdata.build.sampling import allocate, balance, draw
 from snsdata.build.splits import EVAL, LEAK, TRAIN, assign_splits
 from snsdata.readers import DataNotFound, SourceError, data_found, default_data_root, read_task
@@ -94,6 +99,7 @@ class Prepared:
     skipped: list[dict[str, str]]
     inputs: dict[str, Any]
     steps: pipeline_steps.StepPlan
+    rationales: Rationales | None = None
 
 
 def _plan(mixture: Mixture, specs: dict[str, TaskSpec], root: Path, weak: list[str],
@@ -337,8 +343,18 @@ def prepare(mixture: Mixture | str | Path, *, data_root: str | Path | None = Non
     return _prepare(mix, data_root, max_per_task, diagnosis, catalogue, Reporter(console), render_all=True)
 
 
+@dataclass(frozen=True)
+class RolloutInput:
+    """`--rollouts`: a stage-1 rollout log and the pass thresholds that call a rollout correct."""
+
+    path: Path
+    pass_threshold: float = 0.5
+    task_pass_thresholds: dict[str, float] = field(default_factory=dict)
+
+
 def _prepare(mix: Mixture, data_root: str | Path | None, max_per_task: int | None, diagnosis: str | Path | None,
-             catalogue: dict[str, TaskSpec] | None, report: Reporter, render_all: bool) -> Prepared:
+             catalogue: dict[str, TaskSpec] | None, report: Reporter, render_all: bool,
+             rollouts: RolloutInput | None = None) -> Prepared:
     specs = catalogue if catalogue is not None else load_catalogue()
     issues = check_against_catalogue(mix, specs)
     if issues:
@@ -351,6 +367,14 @@ def _prepare(mix: Mixture, data_root: str | Path | None, max_per_task: int | Non
     all_frames, files = _read(specs, root, plan, ledger, max_per_task, mix.splits.seed, report)
     assigned = assign_splits(all_frames, specs, mix.splits)
     frames = _apply_splits(all_frames, assigned, plan, ledger)
+    rationales = None
+    if rollouts is not None:  # before the record steps, so that decontamination sees the rationales too
+        rationales = collect_rationales(rollouts.path, frames, specs, rollouts.pass_threshold,
+                                        rollouts.task_pass_thresholds, mix.splits.seed)
+        frames = attach_rationales(frames, specs, rationales)
+        skipped_rollouts = ", ".join(f"{n} {reason}" for reason, n in rationales.skipped.items()) or "none"
+        report.say(f"rollouts {rollouts.path}: {rationales.found.height} train record(s) get a rationale from "
+                   f"{rationales.rows} rollout(s); skipped: {skipped_rollouts}")
     raw, raw_files = _raw_rows(mix, root, ledger, report)
     if any(s.step == pipeline_steps.DECONTAMINATE for s in steps.record):
         pipeline_steps.attach_reference(steps, _eval_reference(all_frames, assigned, specs))
@@ -360,7 +384,9 @@ def _prepare(mix: Mixture, data_root: str | Path | None, max_per_task: int | Non
     frames |= _render({t: f for t, f in frames.items() if t in early}, specs, ledger, mix.splits.seed, report)
     frames = {t: f.with_columns(_pinned=pl.lit(False)) for t, f in frames.items()}
     inputs = {"data_root": str(root), "tasks": {t: files[t] for t in sorted(files)}, "raw_text": raw_files}
-    return Prepared(mix, specs, plan, frames, raw, ledger, targeting, skipped, inputs, steps)
+    if rollouts is not None:
+        inputs["rollouts"] = {"path": str(rollouts.path), "sha256": sha256_file(rollouts.path)}
+    return Prepared(mix, specs, plan, frames, raw, ledger, targeting, skipped, inputs, steps, rationales)
 
 
 def _eval_reference(frames: dict[str, pl.DataFrame], assigned: pl.DataFrame,
@@ -445,12 +471,42 @@ def _join_soft(frame: pl.DataFrame, soft: SoftLabels, ledger: Ledger) -> pl.Data
     ).drop("_soft")
 
 
-def _dpo_pairs(prepared: Prepared, seed: int) -> None:
+def _dpo_pairs(prepared: Prepared, seed: int, predicted: Predicted | None, threshold: float) -> None:
+    """Each record's pair: the model's own worst wrong answer where `--predictions` has one, else the hardest
+    wrong option (`snsdata.build.negatives`); then the mixture's caps per task and per pair source."""
+    caps = prepared.mixture.pairs
     for task_id, frame in prepared.frames.items():
-        paired, unpaired = add_rejected(prepared.specs[task_id], frame, seed)
+        own = predicted.own.filter(pl.col("task_id") == task_id).drop("task_id") if predicted else None
+        confusion = predicted.confusion.get(task_id) if predicted else None
+        if own is not None and own.height:
+            frame = frame.join(own, on="record_id", how="left")
+            answered = frame.filter(pl.col("_own").is_not_null()).rename({"_own": "_rejected"}).with_columns(
+                _pair_source=pl.lit("predictions"))
+            frame = frame.filter(pl.col("_own").is_null()).drop("_own")
+        else:
+            answered = None
+        paired, unpaired = add_rejected(prepared.specs[task_id], frame, seed, confusion, threshold)
+        if answered is not None:
+            paired = pl.concat([answered.select(paired.columns), paired])
         prepared.ledger.add("pairs", unpaired, pl.col("_reason"))
+        paired, over = cap_pairs(paired, caps.max_per_task, caps.max_per_source, seed)
+        prepared.ledger.add("pairs", over, pl.col("_reason"))
         prepared.frames[task_id] = paired.with_columns(_pinned=pl.lit(False))
         prepared.ledger.count(task_id, "pairs", paired.height)
+
+
+def _rationale_rows(prepared: Prepared) -> None:
+    """`require_rationale` components keep only the train rows whose record carries a rationale."""
+    for task_id, frame in prepared.frames.items():
+        if not prepared.plan[task_id].require_rationale:
+            continue
+        spec = prepared.specs[task_id]
+        drop = (pl.col("_split") == TRAIN) & ~has_rationale(spec, frame)
+        prepared.ledger.add(RATIONALE_STEP, frame.filter(drop),
+                            f"no rationale: component {prepared.plan[task_id].name!r} draws only rationale-bearing "
+                            "rows (give stage-1 rollouts with --rollouts)")
+        prepared.frames[task_id] = frame.filter(~drop)
+        prepared.ledger.count(task_id, RATIONALE_STEP, prepared.frames[task_id].height)
 
 
 def _documents(prepared: Prepared) -> None:
@@ -510,7 +566,10 @@ def _quotas(mixture: Mixture, total: int | None, sizes: dict[str, dict[str, int]
         return per_task, achieved
 
     per_task, achieved = run(wanted)
-    shared = [c.name for c in mixture.components if c.share is not None and sum(sizes.get(c.name, {}).values())]
+    # A require_rationale component that falls short is reported (`_rationale_report`), not scaled to: a few
+    # rationales must not shrink the whole build.
+    shared = [c.name for c in mixture.components
+              if c.share is not None and not c.require_rationale and sum(sizes.get(c.name, {}).values())]
     ratios = [achieved[n] / wanted[n] for n in shared if wanted[n]]
     scale = min([1.0, *ratios])
     if scale < 1.0:
@@ -636,6 +695,23 @@ def _extra_pairs(pairs: pl.DataFrame | None, specs: dict[str, TaskSpec],
             for split in (TRAIN, EVAL)}
 
 
+def _rationale_report(summary: dict[str, Any], mix: Mixture, report: Reporter) -> None:
+    """One plain line on the rationale share; a shortfall says what is missing and how to get it."""
+    declared = summary["declared_share"]
+    if declared is None:
+        return
+    line = (f"rationales: {summary['train_rows_with_rationale']} of {summary['train_rows']} train rows "
+            f"({summary['share']:.1%}; {mix.name} declares {declared:.0%})")
+    if not summary["shortfall"]:
+        report.say(line, "green")
+        return
+    source = ("no --rollouts given" if summary["rollouts"] is None
+              else f"{summary['rollouts']['records_with_rationale']} record(s) with a correct, reasoned rollout")
+    summary["message"] = (f"{line}: SHORTFALL, {source}; the build holds fewer rationale rows than declared (rows "
+                          "without one are not passed off as rationale-bearing)")
+    report.say(summary["message"], "red")
+
+
 @dataclass
 class BuildResult:
     out: Path
@@ -649,11 +725,16 @@ def build(mixture: Mixture | str | Path, *, data_root: str | Path | None = None,
           seed: int | None = None, total: int | None = None, max_per_task: int | None = None,
           diagnosis: str | Path | None = None, soft_labels: str | Path | None = None,
           extra_pairs: pl.DataFrame | None = None, catalogue: dict[str, TaskSpec] | None = None,
-          console: Console | None = None) -> BuildResult:
+          console: Console | None = None, rollouts: RolloutInput | str | Path | None = None,
+          predictions: str | Path | None = None, pair_threshold: float = 0.5,
+          max_pairs_per_task: int | None = None) -> BuildResult:
     """Build a mixture into a build directory (docs/build.md). The same inputs and seed give the same bytes.
 
     `total` overrides the mixture's total; `max_per_task` reads at most that many records per task (quick
-    builds); `extra_pairs` adds DPO pairs (columns `formats.PAIR_COLUMNS`) from predictions or annotations.
+    builds); `extra_pairs` adds DPO pairs (columns `formats.PAIR_COLUMNS`) from predictions or annotations;
+    `rollouts` (a stage-1 rollout log) gives records rationales (sft and rl); `predictions` (dpo) makes the
+    model's wrong answers (below `pair_threshold`) and its confusions the rejected answers;
+    `max_pairs_per_task` overrides the mixture's `pairs.max_per_task`.
     """
     from snsdata.build.writer import write_build
 
@@ -664,25 +745,49 @@ def build(mixture: Mixture | str | Path, *, data_root: str | Path | None = None,
         raise BuildError(f"extra pairs go into a dpo mixture; {mix.name} is {mix.format}")
     if soft_labels is not None and not any(c.target == "soft_label" for c in mix.components):
         raise BuildError(f"{mix.name} has no soft-label component: --soft-labels applies to stage 2 mixtures")
+    if rollouts is not None and mix.format not in ("sft", "rl"):
+        raise BuildError(f"rollouts give rationale-bearing targets to sft and rl mixtures; {mix.name} is {mix.format}")
+    if predictions is not None and mix.format != "dpo":
+        raise BuildError(f"predictions make DPO rejected answers; {mix.name} is {mix.format}")
+    if max_pairs_per_task is not None:
+        if mix.format != "dpo":
+            raise BuildError(f"a cap on pairs applies to dpo mixtures; {mix.name} is {mix.format}")
+        mix = mix.model_copy(update={"pairs": mix.pairs.model_copy(update={"max_per_task": max_pairs_per_task})})
+    if rollouts is not None and not isinstance(rollouts, RolloutInput):
+        rollouts = RolloutInput(Path(rollouts))
     seed = mix.seed if seed is None else seed
     total = mix.total if total is None else total
     out = Path(out) if out is not None else Path("builds") / mix.name
     report = Reporter(console)
-    prepared = _prepare(mix, data_root, max_per_task, diagnosis, catalogue, report, render_all=False)
+    prepared = _prepare(mix, data_root, max_per_task, diagnosis, catalogue, report, render_all=False,
+                        rollouts=rollouts)
     soft = read_soft_labels(soft_labels) if soft_labels is not None else None
     fallbacks: list[str] = []
+    predicted = None
+    if predictions is not None:
+        from snsdata.loop.pairs import rendered_records
+
+        predicted = read_predictions(predictions, rendered_records(prepared), prepared.specs, pair_threshold, seed)
+        report.say(f"predictions {predictions}: {predicted.own.height} record(s) get the model's own wrong answer; "
+                   f"{sum(predicted.skipped.values())} prediction(s) not used")
+        prepared.inputs["predictions"] = {"path": str(predictions), "sha256": sha256_file(Path(predictions)),
+                                          "threshold": pair_threshold, "records_with_own_wrong_answer":
+                                          predicted.own.height, "not_used": predicted.skipped}
     if mix.format == "sft":
         fallbacks = _sft_targets(prepared, soft, report)
     elif mix.format == "dpo":
-        _dpo_pairs(prepared, seed)
+        _dpo_pairs(prepared, seed, predicted, pair_threshold)
     elif mix.format == "cpt":
         _documents(prepared)
         documents = pipeline_steps.run_document_steps(prepared.steps, {**prepared.frames, **prepared.raw},
                                                       prepared.ledger)
         prepared.frames = {t: documents[t] for t in prepared.frames}
         prepared.raw = {t: documents[t] for t in prepared.raw}
+    _rationale_rows(prepared)
     balanced = _balance(prepared, seed)
     drawn, sampling = _sample(prepared, total, seed, report)
+    rationales = rationale_summary(drawn, prepared.specs, mix.rationale_share, prepared.rationales)
+    _rationale_report(rationales, mix, report)
     drawn = _late_render(prepared, drawn, report)
     outputs = _format(prepared, drawn, seed)
     chunking = None
@@ -696,7 +801,7 @@ def build(mixture: Mixture | str | Path, *, data_root: str | Path | None = None,
         outputs = {s: pl.concat([outputs[s], extras[s]]) for s in outputs}
     context = {"seed": seed, "total": total, "max_per_task": max_per_task, "soft": soft, "diagnosis": diagnosis,
                "extra_pairs": extra_pairs, "fallbacks": fallbacks, "balanced": balanced, "sampling": sampling,
-               "lines": report.lines, "chunking": chunking}
+               "lines": report.lines, "chunking": chunking, "rationales": rationales}
     manifest = write_build(out, prepared, outputs, context)
     totals = manifest["totals"]
     report.say(f"{mix.name}: {totals['train_rows']} train + {totals['eval_rows']} eval rows -> {out}",

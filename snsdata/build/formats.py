@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ast
 import json
-import random
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import polars as pl
@@ -124,6 +124,11 @@ def _candidates(spec: TaskSpec, record: dict[str, Any]) -> list[str]:
     return [str(c).strip() for c in value if str(c).strip()]
 
 
+def label_fold(spec: TaskSpec) -> Callable[[str], str]:
+    """How the task compares labels: trimmed, and casefolded unless `output.case_sensitive`."""
+    return (lambda s: s.strip()) if spec.output.case_sensitive else (lambda s: s.strip().casefold())
+
+
 def pair_field(spec: TaskSpec) -> str | None:
     """The one field the gold template reads, which a wrong candidate replaces; None when pairs can't be made.
 
@@ -136,29 +141,65 @@ def pair_field(spec: TaskSpec) -> str | None:
     return next(iter(names)) if len(names) == 1 else None
 
 
-def add_rejected(spec: TaskSpec, frame: pl.DataFrame, seed: int) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Add `_rejected`: the gold template rendered with a seeded wrong candidate in place of the answer.
+def add_rejected(spec: TaskSpec, frame: pl.DataFrame, seed: int, confusion: Mapping[tuple[str, str], int] | None = None,
+                 threshold: float = 0.5) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Add `_rejected` and `_pair_source`: the gold template rendered with the record's hardest wrong option in
+    place of the answer (`snsdata.build.negatives`), checked with the task's reward: an option that scores at
+    least `threshold` (an alias of the gold) is never a rejected answer.
 
     Returns (paired, unpaired); unpaired rows carry `_reason`.
     """
+    from snsdata.build.negatives import LabelSimilarity, hardest
+    from snsdata.rewards import get_scorer
+
     field = pair_field(spec)
     if field is None:
         reason = "task has no single-label candidates to build a wrong answer from"
-        return frame.clear().with_columns(_rejected=pl.lit("")), frame.with_columns(_reason=pl.lit(reason))
-    fold = (lambda s: s.strip()) if spec.output.case_sensitive else (lambda s: s.strip().casefold())
+        return (frame.clear().with_columns(_rejected=pl.lit(""), _pair_source=pl.lit("")),
+                frame.with_columns(_reason=pl.lit(reason)))
+    fold = label_fold(spec)
+    records = frame.select("record_id", *field_columns(frame)).to_dicts()
+    options = [_candidates(spec, record) for record in records]
+    golds = [str(record.get(field, "")).strip() for record in records]
+    spellings = {text for texts in options for text in texts} | set(golds)
+    folded = {text: fold(text) for text in spellings}
+    similarity = LabelSimilarity(sorted(spellings))
+    levels = [fold(label) for label in spec.output.labels or []] if spec.output.ordered else None
     rejected: list[str | None] = []
-    for record in frame.select("record_id", *field_columns(frame)).to_dicts():
-        gold = fold(str(record.get(field, "")))
-        wrong = sorted({c for c in _candidates(spec, record) if fold(c) != gold})
+    kinds: list[str | None] = []
+    for record, gold, offered in zip(records, golds, options, strict=True):
+        wrong = sorted({c for c in offered if folded[c] != folded[gold]})
         if not wrong:
             rejected.append(None)
+            kinds.append(None)
             continue
-        choice = random.Random(f"{seed}:{spec.id}:{record['record_id']}").choice(wrong)
-        rejected.append(render_target(spec, {**record, field: choice}))
-    out = frame.with_columns(pl.Series("_rejected", rejected, dtype=pl.String))
-    unpaired = out.filter(pl.col("_rejected").is_null()).drop("_rejected").with_columns(
-        _reason=pl.lit("no candidate differs from the gold answer"))
-    return out.filter(pl.col("_rejected").is_not_null()), unpaired
+        choice, kind = hardest(gold, wrong, levels=levels, confusion=confusion or {}, similarity=similarity,
+                               fold=folded, key=(seed, spec.id, record["record_id"]))
+        blank = {spec.target.rationale_field: None} if spec.target.rationale_field else {}
+        rejected.append(render_target(spec, {**record, field: choice, **blank}))
+        kinds.append(kind)
+    checked = [i for i, text in enumerate(rejected) if text is not None]
+    scores = get_scorer(spec.id, "fixed", {spec.id: spec})([rejected[i] for i in checked],
+                                                           [records[i] for i in checked])
+    reasons: list[str | None] = [None if text is not None else "no candidate differs from the gold answer"
+                                 for text in rejected]
+    for i, score in zip(checked, scores, strict=True):
+        if score is None or score >= threshold:
+            reasons[i] = (f"the wrong option scores {score} (at least {threshold}) with the task's reward"
+                          if score is not None else "the task's reward does not apply to the record")
+    out = frame.with_columns(pl.Series("_rejected", rejected, dtype=pl.String),
+                             pl.Series("_pair_source", kinds, dtype=pl.String),
+                             pl.Series("_reason", reasons, dtype=pl.String))
+    unpaired = out.filter(pl.col("_reason").is_not_null()).drop("_rejected", "_pair_source")
+    return out.filter(pl.col("_reason").is_null()).drop("_reason"), unpaired
+
+
+def has_rationale(spec: TaskSpec, frame: pl.DataFrame) -> pl.Expr:
+    """Rows whose record carries a non-empty rationale (`target.rationale_field`)."""
+    name = spec.target.rationale_field
+    if not name or name not in frame.columns:
+        return pl.lit(False)
+    return (pl.col(name).cast(pl.String).str.strip_chars().str.len_chars() > 0).fill_null(False)
 
 
 def _assistant(text: pl.Expr) -> pl.Expr:
@@ -169,7 +210,7 @@ def format_rows(spec: TaskSpec, frame: pl.DataFrame, fmt: Format) -> pl.DataFram
     """One task's drawn rows in the output format's columns (`_copies` already expanded by the caller).
 
     Working columns read: `_prompt`, `_target`; SFT also `_completion`, `_target_kind`, `_weight`; DPO `_rejected`;
-    CPT `_doc`.
+    `_pair_source`; CPT `_doc`.
     """
     common = [pl.col("task_id"), pl.col("record_id"), pl.lit(spec.capability).alias("capability"),
               pl.lit(origin_of(spec)).alias("origin")]
@@ -179,13 +220,10 @@ def format_rows(spec: TaskSpec, frame: pl.DataFrame, fmt: Format) -> pl.DataFram
                    pl.col("_target_kind").alias("target_kind"), pl.col("_weight").alias("weight")]
     elif fmt == "dpo":
         columns = [pl.col("_prompt").alias("prompt"), _assistant(pl.col("_target")).alias("chosen"),
-                   _assistant(pl.col("_rejected")).alias("rejected"), pl.lit("candidates").alias("pair_source")]
+                   _assistant(pl.col("_rejected")).alias("rejected"), pl.col("_pair_source").alias("pair_source")]
     elif fmt == "rl":
-        field = spec.target.rationale_field
-        rationale = (pl.col(field).cast(pl.String).fill_null("").str.strip_chars().str.len_chars() > 0
-                     if field and field in frame.columns else pl.lit(False))
         columns = [pl.col("_prompt").alias("prompt"), record_json(frame).alias("record"),
-                   pl.lit(spec.reward.type).alias("reward_type"), rationale.alias("has_rationale")]
+                   pl.lit(spec.reward.type).alias("reward_type"), has_rationale(spec, frame).alias("has_rationale")]
     else:
         columns = [pl.col("_doc").alias("text")]
     return frame.select(*common, *columns).cast(COLUMNS[fmt])

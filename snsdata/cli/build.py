@@ -39,30 +39,47 @@ def build_command(
         help="Preference annotations for subjective tasks (dpo): JSONL with chosen and rejected.",
         exists=True, dir_okay=False)] = None,
     pair_threshold: Annotated[float, typer.Option(help="A prediction below this reward is wrong.")] = 0.5,
-    max_pairs_per_task: Annotated[int | None, typer.Option(help="Cap on pairs from predictions per task.")] = None,
+    max_pairs_per_task: Annotated[int | None, typer.Option(
+        help="Cap on train pairs per task (dpo), instead of the mixture's `pairs.max_per_task`.")] = None,
+    rollouts: Annotated[Path | None, typer.Option(
+        help="Stage-1 rollout log (sft, rl; stage 3): correct rollouts with reasoning give records rationales.",
+        exists=True, dir_okay=False)] = None,
+    pass_threshold: Annotated[float | None, typer.Option(
+        help="A rollout is correct at this correctness reward or above (default 0.5, or --rules').")] = None,
+    rules: Annotated[Path | None, typer.Option(
+        help="The `snsdata diagnose` rules YAML: its pass_threshold and task_pass_thresholds judge --rollouts.",
+        exists=True, dir_okay=False)] = None,
 ) -> None:
     """Build one training stage's dataset from a mixture into a build directory (docs/build.md)."""
     import polars as pl
 
-    from snsdata.build import BuildError, InputFileError, build, read_pairs
+    from snsdata.build import BuildError, InputFileError, RolloutInput, build, read_pairs
     from snsdata.loop.logs import LogError
     from snsdata.spec import SpecError
 
     try:
         extra = [read_pairs(pairs)] if pairs is not None else []
-        if predictions is not None or annotations is not None:
+        if annotations is not None:
             from snsdata.loop.pairs import extra_pairs
 
-            made, skipped = extra_pairs(mixture, predictions=predictions, annotations=annotations,
-                                        data_root=data_root, max_per_task_records=max_per_task,
-                                        threshold=pair_threshold, max_pairs_per_task=max_pairs_per_task,
-                                        seed=seed or 0)
+            made, skipped = extra_pairs(mixture, annotations=annotations, data_root=data_root,
+                                        max_per_task_records=max_per_task, seed=seed or 0)
             extra.append(made)
-            err_console.print(f"{made.height} pair(s) from predictions/annotations; {skipped.height} prediction(s) "
-                              "not paired (right answers, duplicates, over the cap)", highlight=False)
+            err_console.print(f"{made.height} pair(s) from annotations; {skipped.height} annotation(s) not paired",
+                              highlight=False)
+        if (rules is not None or pass_threshold is not None) and rollouts is None:
+            raise BuildError("--rules and --pass-threshold judge --rollouts; give the rollout log too")
+        rollout_input = None
+        if rollouts is not None:
+            from snsdata.loop.diagnose import load_rules
+
+            found = load_rules(rules, pass_threshold=pass_threshold)
+            rollout_input = RolloutInput(rollouts, found.pass_threshold, dict(found.task_pass_thresholds))
         result = build(mixture, data_root=data_root, out=out, seed=seed, total=total, max_per_task=max_per_task,
                        diagnosis=diagnosis, soft_labels=soft_labels,
-                       extra_pairs=pl.concat(extra) if extra else None, console=err_console)
+                       extra_pairs=pl.concat(extra) if extra else None, console=err_console,
+                       rollouts=rollout_input, predictions=predictions, pair_threshold=pair_threshold,
+                       max_pairs_per_task=max_pairs_per_task)
     except SpecError as exc:
         _print_issues(exc)
         raise typer.Exit(1) from None

@@ -49,24 +49,10 @@ def _scores(task_id: str, completions: list[str], records: list[str], specs: Map
     return get_scorer(task_id, "fixed", specs)(completions, [json.loads(r) for r in records])
 
 
-def prediction_pairs(
-    predictions: pl.DataFrame,
-    rendered: pl.DataFrame,
-    specs: Mapping[str, TaskSpec],
-    *,
-    threshold: float = 0.5,
-    max_per_task: int | None = None,
-    seed: int = 0,
-) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Pairs (gold, wrong prediction) for objective tasks; returns (pairs, skipped with reasons).
-
-    `predictions` is a log in `snsdata.loop.logs.LOG_SCHEMA`; `rendered` holds `RENDERED_COLUMNS` for the records
-    the predictions answered (rows are matched by record id, or by prompt hash when the log has only prompts).
-    A prediction makes a pair when its reward (from the log, else scored now) is below `threshold`, its text differs
-    from the gold, and the gold itself reaches the threshold (a broken gold ranks nothing). Pairs are unique per
-    (record, rejected text); with `max_per_task` the cap takes one pair per record before a second of any record,
-    records in a seeded order, so a few records with many wrong rollouts cannot fill a task's quota.
-    """
+def match_predictions(predictions: pl.DataFrame, rendered: pl.DataFrame, specs: Mapping[str, TaskSpec]
+                      ) -> tuple[pl.DataFrame, list[pl.DataFrame]]:
+    """Predictions joined to their build records (`RENDERED_COLUMNS`) by record id, or by prompt hash when the
+    log has only prompts; objective tasks of `specs` only. Returns (joined, skipped with reasons)."""
     by_hash = rendered.with_columns(
         _hash=pl.Series([prompt_hash(p) for p in rendered["prompt"].to_list()], dtype=pl.String))
     log = fill_task_ids(predictions, rendered)
@@ -86,6 +72,56 @@ def prediction_pairs(
                           "subjective task: pairs come from --annotations"))
     skipped.append(_skips(joined.filter(pl.col("task_id").is_in(unknown)), "task not in the build's specs"))
     joined = joined.filter(~pl.col("task_id").is_in(subjective + unknown))
+    return joined, skipped
+
+
+def confusion_counts(predictions: pl.DataFrame, rendered: pl.DataFrame, specs: Mapping[str, TaskSpec]
+                     ) -> dict[str, dict[tuple[str, str], int]]:
+    """Per label task, how often the model answered each wrong label for each gold label: task id -> {(gold,
+    predicted): count}, both folded as the task compares labels and read as its reward reads them (a prediction
+    that names no label, or several, counts nowhere). The DPO build's `confusion` negatives come from it."""
+    from snsdata.build.formats import label_fold, pair_field
+    from snsdata.rewards import get_scorer
+
+    joined, _ = match_predictions(predictions, rendered, specs)
+    out: dict[str, dict[tuple[str, str], int]] = {}
+    for (task_id,), group in joined.sort("task_id", "record_id").group_by("task_id", maintain_order=True):
+        spec = specs[str(task_id)]
+        if pair_field(spec) is None:
+            continue
+        scorer = get_scorer(spec.id, "fixed", specs)
+        records = [json.loads(r) for r in group["record"].to_list()]
+        answered = scorer.answer_texts(group["completion"].to_list(), records)
+        gold = scorer.answer_texts(group["target"].to_list(), records)
+        fold = label_fold(spec)
+        counts: dict[tuple[str, str], int] = {}
+        for said, right in zip(answered, gold, strict=True):
+            if said and right and fold(said) != fold(right):
+                key = (fold(right), fold(said))
+                counts[key] = counts.get(key, 0) + 1
+        out[spec.id] = counts
+    return out
+
+
+def prediction_pairs(
+    predictions: pl.DataFrame,
+    rendered: pl.DataFrame,
+    specs: Mapping[str, TaskSpec],
+    *,
+    threshold: float = 0.5,
+    max_per_task: int | None = None,
+    seed: int = 0,
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Pairs (gold, wrong prediction) for objective tasks; returns (pairs, skipped with reasons).
+
+    `predictions` is a log in `snsdata.loop.logs.LOG_SCHEMA`; `rendered` holds `RENDERED_COLUMNS` for the records
+    the predictions answered (rows are matched by record id, or by prompt hash when the log has only prompts).
+    A prediction makes a pair when its reward (from the log, else scored now) is below `threshold`, its text differs
+    from the gold, and the gold itself reaches the threshold (a broken gold ranks nothing). Pairs are unique per
+    (record, rejected text); with `max_per_task` the cap takes one pair per record before a second of any record,
+    records in a seeded order, so a few records with many wrong rollouts cannot fill a task's quota.
+    """
+    joined, skipped = match_predictions(predictions, rendered, specs)
     parts = []
     for (task_id,), group in joined.group_by("task_id"):
         gold = _scores(str(task_id), group["target"].to_list(), group["record"].to_list(), specs)

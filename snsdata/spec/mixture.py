@@ -38,8 +38,9 @@ def origin_of(spec: TaskSpec) -> Origin:
 
 
 def has_rationale(spec: TaskSpec) -> bool:
-    """Specs whose gold can carry a rationale (a rationale field, or an explain/cot variant)."""
-    return spec.target.rationale_field is not None or bool({"explain", "cot", "rationale"} & set(spec.tags))
+    """Specs whose gold can carry a rationale: a `target.rationale_field` (with its `rationale_template`). A tag
+    alone does not make a target carry a reason."""
+    return spec.target.rationale_field is not None
 
 
 class Select(_Strict):
@@ -104,11 +105,17 @@ class Component(_Strict):
     """`soft_label`: SFT targets are the stage-1 model's own answers from `--soft-labels` (RedOne 2.0 stage 2)."""
     text_fields: list[str] | None = None
     """CPT only: record fields whose values (joined by blank lines) are the document; default: prompt + target."""
+    require_rationale: bool = False
+    """Only train rows that carry a rationale (in the data, or from `--rollouts`) are drawn; the task's other train
+    rows are dropped (step `rationale`). Its `share` is the rationale share the mixture declares, checked after
+    sampling; a shortfall is reported, never filled with rationale-free rows or scaled away."""
 
     @model_validator(mode="after")
     def _one_source(self) -> Component:
         if (self.select is None) == (self.raw is None):
             raise ValueError("a component has exactly one of `select` (tasks) or `raw` (text files)")
+        if self.require_rationale and self.select is None:
+            raise ValueError("`require_rationale` needs a `select` of tasks")
         if self.share is not None and self.count is not None:
             raise ValueError("a component has a `share` or a `count`, not both")
         return self
@@ -168,6 +175,16 @@ class Targeted(_Strict):
     """SFT `weight` of a failure sample named by the diagnosis file."""
 
 
+class PairCaps(_Strict):
+    """DPO: caps on the train pairs of one task, so that one large task (or one kind of negative) cannot fill the
+    preference stage. Rows over a cap are dropped in a seeded order and counted (`rejects`, step `pairs`)."""
+
+    max_per_task: int | None = Field(default=None, ge=1)
+    """Train pairs per task, every kind together."""
+    max_per_source: int | None = Field(default=None, ge=1)
+    """Train pairs per task and `pair_source` (ordinal, confusion, similar_label, predictions)."""
+
+
 class Mixture(_Strict):
     """One stage's dataset: format, components with shares or counts, sampling, splits, pipeline steps."""
 
@@ -189,6 +206,8 @@ class Mixture(_Strict):
     step with no parameters); `chunk` (CPT) is the build's. Checked against the pipeline's registry at build."""
     balance: list[Balance] = Field(default_factory=list)
     targeted: Targeted | None = None
+    pairs: PairCaps = Field(default_factory=PairCaps)
+    """DPO only: caps on pairs per task and per pair source."""
     components: list[Component] = Field(min_length=1)
 
     _source: str = PrivateAttr(default="<memory>")
@@ -232,10 +251,21 @@ class Mixture(_Strict):
             raise ValueError("raw-text components (`raw`) have no prompt: only a `cpt` mixture takes them")
         if self.format != "sft" and any(c.target == "soft_label" for c in self.components):
             raise ValueError("soft-label targets (`target: soft_label`) are SFT targets: use format `sft`")
+        if self.format != "dpo" and (self.pairs.max_per_task or self.pairs.max_per_source):
+            raise ValueError("`pairs` caps DPO pairs: only a `dpo` mixture takes them")
+        if self.format not in ("sft", "rl") and any(c.require_rationale for c in self.components):
+            raise ValueError("`require_rationale` components hold rationale-bearing targets: use format `sft` or `rl`")
         uses_weak = any(c.select and c.select.weak is not None for c in self.components)
         if uses_weak and self.targeted is None:
             raise ValueError("a component selects `weak` tasks but the mixture declares no `targeted` block")
         return self
+
+    @property
+    def rationale_share(self) -> float | None:
+        """The share of train rows that must carry a rationale (the `require_rationale` components' shares of the
+        total), or None when the mixture declares none."""
+        shares = [c.share for c in self.components if c.require_rationale and c.share is not None]
+        return sum(shares) if shares else None
 
     @property
     def source(self) -> str:

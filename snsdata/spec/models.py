@@ -239,6 +239,15 @@ class Output(_Strict):
     separator: str = ","
     case_sensitive: bool = True
     json_schema: dict[str, Any] | None = None
+    ordered: bool = False
+    """`labels` are levels of one scale in order (a rating, negative/neutral/positive): a DPO pair's hardest wrong
+    answer is then the nearest other level."""
+
+    @model_validator(mode="after")
+    def _ordered_labels(self) -> Output:
+        if self.ordered and (self.format != "label" or not self.labels):
+            raise ValueError("`ordered` needs `format: label` and a fixed `labels` list (the levels in order)")
+        return self
 
 
 class Eval(_Strict):
