@@ -43,12 +43,19 @@ def _cell(text: str | None) -> str:
     return (text or "").replace("|", "\\|").replace("\n", " ").strip()
 
 
+def use_summary(spec: TaskSpec) -> str:
+    """What the task's data may do: `eval only` (a benchmark), `train only`, else `train + eval`; `+ own train`
+    where it also reads training files of the user's (`source.train`)."""
+    use = "eval only" if spec.eval_only else "train only" if spec.use == "train" else "train + eval"
+    return use + (" + own train" if spec.source.train is not None else "")
+
+
 def _table(specs: list[TaskSpec]) -> list[str]:
-    lines = ["| id | description | languages | output | reward | availability | origin |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| id | description | languages | output | reward | use | availability | origin |",
+             "|---|---|---|---|---|---|---|---|"]
     for spec in specs:
         cells = [f"`{spec.id}`", spec.description, ", ".join(spec.languages), spec.output.format,
-                 reward_summary(spec.reward), spec.source.availability, spec.source.origin]
+                 reward_summary(spec.reward), use_summary(spec), spec.source.availability, spec.source.origin]
         lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
     return lines
 
@@ -75,7 +82,10 @@ def catalogue_markdown(specs: Mapping[str, TaskSpec] | None = None) -> str:
         lines.append(f"| {cap} | {len(group)} | " + " | ".join(str(counts[a]) for a in AVAILABILITY_ORDER) + " |")
     lines.append(f"| **all** | **{len(specs)}** | "
                  + " | ".join(f"**{availability[a]}**" for a in AVAILABILITY_ORDER) + " |")
-    lines += ["", "Availability:", ""]
+    lines += ["", "Use: `eval only` tasks (tagged `benchmark`: SNS-Bench, SNS-TransBench, General-Bench sets and sets "
+              "built from their test items) are never trained on; builds put all their records in the eval split, "
+              "and a user's own training files (`source.train`, `+ own train`) train the task.", ""]
+    lines += ["Availability:", ""]
     lines += [f"- `{name}`: {AVAILABILITY_MEANING[name]}" for name in AVAILABILITY_ORDER]
     for cap, group in by_capability.items():
         if not group:

@@ -9,6 +9,7 @@ from pathlib import Path
 import datasets
 import polars as pl
 import pytest
+from eval_text import BENCHMARK_WINDOW, HELD_OUT_WINDOW, eval_records, item_texts, leaks, row_texts
 from typer.testing import CliRunner
 
 from snsdata.build import (
@@ -23,7 +24,7 @@ from snsdata.build import (
 from snsdata.build.negatives import CONFUSION, ORDINAL, SIMILAR
 from snsdata.readers import default_data_root
 from snsdata.spec import load_catalogue
-from snsdata.spec.mixture import Mixture, list_mixtures
+from snsdata.spec.mixture import Mixture, list_mixtures, load_mixture
 
 FORMAT_COLUMNS = {
     "sft": {"messages", "target_kind", "weight"},
@@ -47,17 +48,25 @@ def builds(catalogue, tmp_path_factory):
 
 
 def check_arithmetic(result) -> None:
-    """Rows read = rows out + rows rejected + rows excluded, overall and per task, and the files agree."""
+    """Rows read = rows out + rows rejected + rows not drawn + rows excluded, overall and per task, and the files
+    agree; rows that sampling did not draw are not rejects."""
     manifest, rejects = result.manifest, result.rejects
     totals = manifest["totals"]
     assert totals["balanced"]
-    assert totals["rows_in"] == totals["rows_out"] + totals["rows_rejected"] + totals["rows_excluded"]
+    assert totals["rows_in"] == totals["rows_out"] + totals["rows_rejected"] + totals["rows_not_drawn"] \
+        + totals["rows_excluded"]
     assert totals["rows_rejected"] == pl.read_parquet(result.out / "rejects.parquet").height == rejects.height
+    undrawn = pl.read_parquet(result.out / "not_drawn.parquet")
+    assert undrawn.height == totals["rows_not_drawn"]
+    assert "sample" not in set(rejects["step"]) and "not_drawn" not in set(rejects["step"])
+    assert not set(zip(undrawn["task_id"], undrawn["record_id"], strict=True)) & \
+        set(zip(rejects["task_id"], rejects["record_id"], strict=True))
     assert totals["train_rows"] == result.train.height and totals["eval_rows"] == result.eval.height
     per_task_rejects = dict(rejects.group_by("task_id").len().iter_rows())
     for task_id, info in manifest["tasks"].items():
         counts = info["counts"]
-        assert counts["read"] == counts["out"] + counts["excluded"] + per_task_rejects.get(task_id, 0), task_id
+        assert counts["read"] == counts["out"] + counts["excluded"] + counts.get("not_drawn", 0) \
+            + per_task_rejects.get(task_id, 0), task_id
     chunking = manifest["steps"]["chunking"]
     if chunking:  # CPT pieces: documents in, pieces out
         assert sum(chunking["documents"].values()) == totals["rows_out"] + totals["copies_added"]
@@ -74,6 +83,23 @@ def check_arithmetic(result) -> None:
     assert totals["rows_written"] - totals["rows_out"] == totals["copies_added"]
     assert not set(zip(rejects["task_id"], rejects["record_id"], strict=True)) & \
         set(zip(unique["task_id"], unique["record_id"], strict=True))
+
+
+def test_no_train_row_holds_text_of_an_eval_item_on_the_shipped_samples(builds, catalogue) -> None:
+    """HumanEval and GSM-Symbolic (benchmarks) and the samples' held-out records stay out of every stage's train
+    rows and CPT documents; decontamination's removals are in the manifest."""
+    records = eval_records(catalogue, default_data_root(), load_mixture("stage1").splits)
+    assert {key[0] for key, (kind, _) in records.items() if kind == "benchmark"} == {
+        "gen_code_humaneval", "math_gsm_symbolic_en"}
+    for name, result in builds.items():
+        benchmark, held_out = item_texts(records, result.eval)
+        texts = row_texts(result.train)
+        assert not leaks(benchmark, texts, BENCHMARK_WINDOW), name
+        assert not leaks(held_out, texts, HELD_OUT_WINDOW), name
+        assert not {"gen_code_humaneval", "math_gsm_symbolic_en"} & set(result.train["task_id"]), name
+        report = result.manifest["decontamination"]
+        assert report["rows_removed"] == result.rejects.filter(pl.col("step") == "decontaminate").height
+        assert {"humaneval", "gsm_symbolic"} <= set(report["by_benchmark"]), name
 
 
 def test_every_shipped_mixture_builds_with_no_arguments(builds) -> None:
@@ -189,7 +215,8 @@ def test_redtrans_pairs_never_straddle_train_and_eval(catalogue, tmp_path: Path)
             record = json.loads(row["record"])
             sides.setdefault((record["zh"], record["en"]), set()).add(split)
     assert sides and all(len(s) == 1 for s in sides.values())
-    assert {next(iter(s)) for s in sides.values()} == {"train", "eval"}
+    # SNS-TransBench is a benchmark: both directions of every pair evaluate, none trains
+    assert {next(iter(s)) for s in sides.values()} == {"eval"}
 
 
 def test_a_record_duplicated_across_source_splits_is_a_rejected_leak(catalogue, tmp_path: Path) -> None:
@@ -244,7 +271,7 @@ def test_stage2_with_a_diagnosis_has_exactly_the_failure_samples(catalogue, tmp_
     assert set(train.filter(pl.col("origin") == "sns")["task_id"]) == set(weak)
     targeted = result.manifest["targeted"]
     assert targeted["source"] == "diagnosis" and targeted["failures"]["cold_offensive_zh"] == \
-        {"listed": 9, "used": 7, "not_found": 2}
+        {"listed": 9, "used": 7, "eval_records": 1, "not_found": 1}
     assert not any("diagnosis" in line for line in result.manifest["fallbacks"])
 
 
@@ -321,6 +348,8 @@ def test_report_is_self_contained(builds) -> None:
     for name in ("sft_step1", "cpt", "stage1"):
         page = write_report(builds[name].out).read_text(encoding="utf-8")
         assert "Filter funnel" in page and "rows by capability" in page and "Lengths" in page
+        assert "not drawn (usable, beyond the quotas)" in page and "<h2>Decontamination</h2>" in page
+        assert "<td>humaneval</td><td>gen_code_humaneval</td>" in page  # per benchmark: items, hits, removals
         assert "http://" not in page.replace('xmlns="http://www.w3.org/2000/svg"', "") and "https://" not in page
 
 

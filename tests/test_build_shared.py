@@ -7,10 +7,11 @@ import json
 import datasets
 import polars as pl
 import pytest
+from eval_text import BENCHMARK_WINDOW, HELD_OUT_WINDOW, eval_records, item_texts, leaks, row_texts
 
 from snsdata.build import build
 from snsdata.spec import load_catalogue
-from snsdata.spec.mixture import list_mixtures
+from snsdata.spec.mixture import list_mixtures, load_mixture
 
 CAP = 40  # records per task: every task still takes part, the build stays a few seconds
 
@@ -28,12 +29,16 @@ def test_every_mixture_builds_on_the_shared_data(shared_builds) -> None:
     for name, result in builds.items():
         totals = result.manifest["totals"]
         assert totals["balanced"], name
-        assert totals["rows_in"] == totals["rows_out"] + totals["rows_rejected"] + totals["rows_excluded"]
+        assert totals["rows_in"] == totals["rows_out"] + totals["rows_rejected"] + totals["rows_not_drawn"] \
+            + totals["rows_excluded"]
         assert result.train.height and result.eval.height, name
         loaded = datasets.load_from_disk(str(result.out / "dataset"))
         assert loaded["train"].num_rows == result.train.height
     tasks = set(builds["sft_step1"].train["task_id"])
-    assert {"note_chlw", "redtrans_zh2en", "tweet_emotion", "weibo_ner_zh", "cold_topic_zh"} <= tasks
+    assert {"tweet_emotion", "weibo_ner_zh", "cold_topic_zh"} <= tasks
+    # benchmark tasks evaluate only (SNS-Bench, SNS-TransBench, HumanEval): in eval, never in train
+    assert not {"note_chlw", "redtrans_zh2en", "gen_code_humaneval"} & tasks
+    assert {"note_chlw", "redtrans_zh2en", "gen_code_humaneval"} <= set(builds["sft_step1"].eval["task_id"])
 
 
 def test_stage2_defaults_to_the_papers_weak_tasks(shared_builds) -> None:
@@ -59,3 +64,24 @@ def test_redtrans_and_chlw_rules_hold_on_real_data(shared_builds) -> None:
     chlw = result.train.filter(pl.col("task_id") == "note_chlw").unique("record_id")
     empty = chlw["record"].map_elements(lambda r: json.loads(r)["answer"] in ("[]", ""), return_dtype=pl.Boolean)
     assert empty.sum() <= 0.53 * chlw.height + 1  # empty golds at most an even share + 3%
+
+
+def test_no_train_row_or_document_holds_text_of_an_eval_item(shared_builds, shared_data) -> None:
+    """Every mixture: no train row (prompt, target, record) or CPT document contains a 40-character window of a
+    benchmark item (either side of a RedTrans pair) or an 80-character window of a held-out record, read
+    independently of the build; the manifest lists per benchmark what decontamination removed."""
+    catalogue, builds = shared_builds
+    records = eval_records(catalogue, shared_data, load_mixture("stage1").splits)
+    assert {name for name in builds if load_mixture(name).splits != load_mixture("stage1").splits} == set()
+    for name, result in builds.items():
+        benchmark, held_out = item_texts(records, result.eval)
+        texts = row_texts(result.train)
+        assert not leaks(benchmark, texts, BENCHMARK_WINDOW), name
+        assert not leaks(held_out, texts, HELD_OUT_WINDOW), name
+        report = result.manifest["decontamination"]
+        removed = result.rejects.filter(pl.col("step") == "decontaminate")
+        assert report["rows_removed"] == removed.height, name
+        assert {"sns_bench", "sns_transbench", "humaneval", "tweeteval"} <= set(report["by_benchmark"]), name
+        for info in report["by_benchmark"].values():
+            assert info["items_hit"] <= info["items"] and sum(info["removed_from"].values()) >= info["rows_removed"]
+        assert sum(info["rows_removed"] for info in report["by_benchmark"].values()) >= removed.height, name

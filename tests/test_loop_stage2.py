@@ -10,21 +10,21 @@ import pytest
 from typer.testing import CliRunner
 
 from snsdata.cli import app
+from snsdata.readers import default_data_root
 from snsdata.rewards import catalogue
 from snsdata.spec.mixture import load_mixture
 
-FAILING = ("note_gender", "note_hashtag_single")
-"""Not among stage 2's default weak tasks: if they come out weak, the diagnosis decided it."""
-PASSING = ("note_querycorr_explain", "note_taxonomy_single", "note_querycorr_topic")
+FAILING = ("cold_topic_zh", "wnut17_entity_surfaces_en")
+"""Not among stage 2's default weak tasks: if they come out weak, the diagnosis decided it. Benchmark tasks
+(SNS-Bench) never train, so the loop runs on the shipped samples' trainable tasks."""
+PASSING = ("cold_offensive_zh", "cold_offense_type_zh")
 MAX_PER_TASK = "16"
 
 
 @pytest.fixture(scope="module")
-def data_root(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Only the SNS-Bench sample (general data is generated): small enough for a quick build."""
-    root = tmp_path_factory.mktemp("data")
-    (root / "sns_bench_sample").symlink_to(shared_data / "sns_bench_sample")
-    return root
+def data_root() -> Path:
+    """The shipped samples (COLDataset, WNUT17; general data is generated): small enough for a quick build."""
+    return default_data_root()
 
 
 def run(*args: str) -> str:

@@ -37,7 +37,9 @@ from snsdata.build.rationales import RATIONALE_STEP, Rationales, rationale_summa
 from snsdata.build.rationales import attach as attach_rationales
 from snsdata.build.rationales import collect as collect_rationales
 from snsdata.build.sampling import allocate, balance, draw
-from snsdata.build.splits import EVAL, LEAK, TRAIN, assign_splits
+from snsdata.build.splits import EVAL, LEAK, TRAIN, assign_splits, fixed_roles
+from snsdata.pipeline.base import DUPLICATE_OF, REASON
+from snsdata.pipeline.decontam import EvalIndex, flag_contaminated
 from snsdata.readers import DataNotFound, SourceError, data_found, default_data_root, read_task
 from snsdata.spec import SpecError, TaskSpec, load_catalogue
 from snsdata.spec.errors import InvalidInput
@@ -45,6 +47,7 @@ from snsdata.spec.mixture import (
     EMPTY_TARGET,
     Component,
     Mixture,
+    Splits,
     check_against_catalogue,
     load_mixture,
     origin_of,
@@ -100,6 +103,8 @@ class Prepared:
     inputs: dict[str, Any]
     steps: pipeline_steps.StepPlan
     rationales: Rationales | None = None
+    reference: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=REFERENCE_SCHEMA))
+    """The eval items training rows were checked against (`eval_reference`)."""
 
 
 def _plan(mixture: Mixture, specs: dict[str, TaskSpec], root: Path, weak: list[str],
@@ -159,9 +164,14 @@ def _cap(frame: pl.DataFrame, limit: int | None, seed: int) -> tuple[pl.DataFram
 
 
 def _read(specs: dict[str, TaskSpec], root: Path, plan: dict[str, Component], ledger: Ledger,
-          max_per_task: int | None, split_seed: int, report: Reporter) -> tuple[dict[str, pl.DataFrame], dict]:
-    """Read every task with data (selected ones are counted; the others only serve splits and decontamination)."""
-    frames, files = {}, {}
+          max_per_task: int | None, split_seed: int,
+          report: Reporter) -> tuple[dict[str, pl.DataFrame], dict[str, pl.DataFrame], dict]:
+    """Read every task with data (selected ones are counted; the others only serve splits and decontamination).
+
+    Returns the records capped to `max_per_task` (what the build splits and uses), all records (what
+    decontamination checks against: a benchmark item capped away is still a benchmark item) and the input files.
+    """
+    frames, full, files = {}, {}, {}
     available = [s for s in specs.values() if data_found(s, root)]
     with report.progress() as progress:
         bar = progress.add_task("read", total=len(available))
@@ -176,6 +186,7 @@ def _read(specs: dict[str, TaskSpec], root: Path, plan: dict[str, Component], le
                            f"decontamination): {exc}", "yellow")
                 progress.advance(bar)
                 continue
+            full[spec.id] = frame
             frame, over = _cap(frame, max_per_task, split_seed)
             frames[spec.id] = frame
             if spec.id in plan:
@@ -187,7 +198,7 @@ def _read(specs: dict[str, TaskSpec], root: Path, plan: dict[str, Component], le
                 ledger.count(spec.id, "limit", frame.height)
                 files[spec.id] = _input_files(spec, root)
             progress.advance(bar)
-    return frames, files
+    return frames, full, files
 
 
 _READ_CACHE: dict[tuple[Any, ...], tuple[pl.DataFrame, pl.DataFrame, dict[str, dict[str, int]]]] = {}
@@ -217,9 +228,10 @@ def _source_paths(spec: TaskSpec) -> list[str]:
     """Every file a task reads, relative to the data root (none for generated sources)."""
     source = spec.source
     if isinstance(source, GeneratedSource):
-        return []
+        return sorted([source.train] if isinstance(source.train, str) else source.train or [])
     paths = set()
-    for value in source.splits.values():
+    values = [*source.splits.values(), *([source.train] if source.train is not None else [])]
+    for value in values:
         for rel in [value] if isinstance(value, str) else value:
             if source.reader == "tweeteval":
                 paths.update({f"{rel}_text.txt", f"{rel}_labels.txt"})
@@ -233,9 +245,11 @@ def _source_paths(spec: TaskSpec) -> list[str]:
 
 def _input_files(spec: TaskSpec, root: Path) -> list[dict[str, str]] | dict[str, Any]:
     source = spec.source
+    found = [{"path": rel, "sha256": sha256_file(root / rel)} for rel in _source_paths(spec) if (root / rel).is_file()]
     if isinstance(source, GeneratedSource):
-        return {"generator": source.generator, "params": source.params, "splits": source.splits}
-    return [{"path": rel, "sha256": sha256_file(root / rel)} for rel in _source_paths(spec)]
+        return {"generator": source.generator, "params": source.params, "splits": source.splits,
+                **({"train": found} if found else {})}
+    return found
 
 
 def _raw_rows(mixture: Mixture, root: Path, ledger: Ledger, report: Reporter) -> tuple[dict[str, pl.DataFrame], list]:
@@ -364,7 +378,7 @@ def _prepare(mix: Mixture, data_root: str | Path | None, max_per_task: int | Non
     targeting = _targeting(mix, Path(diagnosis) if diagnosis else None, specs, report)
     plan, skipped = _plan(mix, specs, root, targeting.weak_tasks if targeting else [], report)
     ledger = Ledger()
-    all_frames, files = _read(specs, root, plan, ledger, max_per_task, mix.splits.seed, report)
+    all_frames, full_frames, files = _read(specs, root, plan, ledger, max_per_task, mix.splits.seed, report)
     assigned = assign_splits(all_frames, specs, mix.splits)
     frames = _apply_splits(all_frames, assigned, plan, ledger)
     rationales = None
@@ -376,8 +390,8 @@ def _prepare(mix: Mixture, data_root: str | Path | None, max_per_task: int | Non
         report.say(f"rollouts {rollouts.path}: {rationales.found.height} train record(s) get a rationale from "
                    f"{rationales.rows} rollout(s); skipped: {skipped_rollouts}")
     raw, raw_files = _raw_rows(mix, root, ledger, report)
-    if any(s.step == pipeline_steps.DECONTAMINATE for s in steps.record):
-        pipeline_steps.attach_reference(steps, _eval_reference(all_frames, assigned, specs))
+    reference = eval_reference(full_frames, assigned, specs, mix.splits)
+    pipeline_steps.attach_reference(steps, reference)
     if mix.format != "cpt":  # CPT runs its steps over documents (`build`)
         frames = pipeline_steps.run_record_steps(steps, frames, ledger, report)
     early = set(frames) if render_all else _early_render(mix, plan, specs)
@@ -386,25 +400,59 @@ def _prepare(mix: Mixture, data_root: str | Path | None, max_per_task: int | Non
     inputs = {"data_root": str(root), "tasks": {t: files[t] for t in sorted(files)}, "raw_text": raw_files}
     if rollouts is not None:
         inputs["rollouts"] = {"path": str(rollouts.path), "sha256": sha256_file(rollouts.path)}
-    return Prepared(mix, specs, plan, frames, raw, ledger, targeting, skipped, inputs, steps, rationales)
+    return Prepared(mix, specs, plan, frames, raw, ledger, targeting, skipped, inputs, steps, rationales, reference)
 
 
-def _eval_reference(frames: dict[str, pl.DataFrame], assigned: pl.DataFrame,
-                    specs: dict[str, TaskSpec]) -> pl.DataFrame:
-    """Every eval record of every task with data (not only the mixture's): what training rows must not contain.
+REFERENCE_SCHEMA = {"eval_id": pl.String, "task_id": pl.String, "record_id": pl.String, "benchmark": pl.String,
+                    "item": pl.UInt64, pipeline_steps.TEXT: pl.String}
 
-    Generated tasks are left out: their eval records are disjoint from their train records by construction, and
-    their question templates (a fixed sentence around new numbers) would match every train record of the task.
+
+def eval_reference(frames: dict[str, pl.DataFrame], assigned: pl.DataFrame, specs: dict[str, TaskSpec],
+                   policy: Splits) -> pl.DataFrame:
+    """Every eval item of every task with data (not only the mixture's): what training rows must not contain.
+
+    An item is a record that must evaluate (every record of an eval-only task, a task's own test split) or
+    that the split put in eval; `frames` may hold more records than were split (`--max-per-task`). Columns:
+    `eval_id` (task/record), `benchmark` (the spec's `eval.benchmark`, else its task id), `item` (one key for
+    the same content in several tasks: the sorted lines of the text, so RedTrans' two directions of a pair are
+    one item) and the text. Generated tasks that may train are left out: their eval records are disjoint from
+    their train records by construction, and their question templates (a fixed sentence around new numbers)
+    would match every train record of the task.
     """
     parts = []
-    evals = assigned.filter(pl.col("split") == EVAL).select("task_id", "record_id")
-    for task_id in sorted(t for t in frames if not isinstance(specs[t].source, GeneratedSource)):
-        frame = pipeline_steps.with_text(frames[task_id]).join(evals, on=["task_id", "record_id"], how="semi")
-        if not frame.is_empty():
-            parts.append(frame.select("task_id", "record_id", "_text"))
-    if not parts:
-        return pl.DataFrame(schema={"task_id": pl.String, "record_id": pl.String, "_text": pl.String})
-    return pl.concat(parts)
+    evals = assigned.filter(pl.col("split") == EVAL).select("task_id", "record_id", _assigned=pl.lit(True))
+    for task_id in sorted(frames):
+        spec = specs[task_id]
+        if isinstance(spec.source, GeneratedSource) and not spec.eval_only:
+            continue
+        fixed_eval, _ = fixed_roles(spec, policy)
+        frame = frames[task_id].join(evals, on=["task_id", "record_id"], how="left")
+        frame = frame.filter(fixed_eval | pl.col("_assigned").fill_null(False)).drop("_assigned")
+        if frame.is_empty():
+            continue
+        text = pipeline_steps.with_text(frame).get_column(pipeline_steps.TEXT)
+        item = hash_u64(text.str.strip_chars().str.split("\n").list.sort().list.join("\n"), "item\x1f")
+        parts.append(frame.select("task_id", "record_id").with_columns(
+            eval_id=pl.format("{}/{}", "task_id", "record_id"), benchmark=pl.lit(spec.eval.benchmark or task_id),
+            item=item, **{pipeline_steps.TEXT: text}).select(list(REFERENCE_SCHEMA)))
+    return pl.concat(parts) if parts else pl.DataFrame(schema=REFERENCE_SCHEMA)
+
+
+def catalogue_reference(data_root: str | Path | None = None, mixture: Mixture | str | Path = "stage1",
+                        catalogue: dict[str, TaskSpec] | None = None) -> pl.DataFrame:
+    """The eval items a build of `mixture` checks its rows against (`eval_reference`): every task of the
+    catalogue with data under the root, split by the mixture's `splits` (the shipped mixtures share one)."""
+    mix = mixture if isinstance(mixture, Mixture) else load_mixture(mixture)
+    specs = catalogue if catalogue is not None else load_catalogue()
+    root = Path(data_root) if data_root is not None else default_data_root()
+    frames = {}
+    for spec in specs.values():
+        if data_found(spec, root):
+            try:
+                frames[spec.id] = _read_task(spec, root)[0]
+            except (DataNotFound, SourceError) as exc:
+                raise BuildError(f"cannot read the eval items of {spec.id}: {exc}") from None
+    return eval_reference(frames, assign_splits(frames, specs, mix.splits), specs, mix.splits)
 
 
 def soft_label_prompts(prepared: Prepared) -> pl.DataFrame:
@@ -589,7 +637,7 @@ def _quotas(mixture: Mixture, total: int | None, sizes: dict[str, dict[str, int]
 
 def _sample(prepared: Prepared, total: int | None, seed: int,
             report: Reporter) -> tuple[list[tuple[str, pl.DataFrame]], dict[str, Any]]:
-    """Draw train rows to the quotas and eval rows up to `eval_max_per_task`; undrawn rows go to rejects."""
+    """Draw train rows to the quotas and eval rows up to `eval_max_per_task`; undrawn rows are `not_drawn`."""
     mixture, ledger = prepared.mixture, prepared.ledger
     frames = dict(prepared.frames)
     for task_id, frame in prepared.raw.items():
@@ -608,12 +656,15 @@ def _sample(prepared: Prepared, total: int | None, seed: int,
         train = draw(train, quotas.get(task_id, 0), seed)
         # Eval rows are drawn with the split seed: the same eval set whatever --seed says, in every stage.
         test = draw(test, test.height if eval_cap is None else min(eval_cap, test.height), mixture.splits.seed)
+        undrawn = 0
         for part, split in ((train, TRAIN), (test, EVAL)):
             quota = int(part["_copies"].sum()) if part.height else 0
-            ledger.add("sample", part.filter(pl.col("_copies") == 0),
-                       f"not drawn: {split} quota {quota} of {part.height} rows")
+            left = part.filter(pl.col("_copies") == 0)
+            ledger.not_drawn(left, split, quota, part.height)
+            undrawn += left.height
         ledger.count(task_id, "sample", train.filter(pl.col("_copies") > 0).height
                      + test.filter(pl.col("_copies") > 0).height)
+        ledger.count(task_id, "not_drawn", undrawn)
         drawn.append((task_id, pl.concat([train, test], how="vertical_relaxed").filter(pl.col("_copies") > 0)))
     return drawn, summary
 
@@ -666,9 +717,10 @@ def _format(prepared: Prepared, drawn: list[tuple[str, pl.DataFrame]], seed: int
     return out
 
 
-def _extra_pairs(pairs: pl.DataFrame | None, specs: dict[str, TaskSpec],
-                 ledger: Ledger) -> dict[str, pl.DataFrame]:
-    """Validate DPO pairs from outside (predictions, annotations) and give them the output columns."""
+def _extra_pairs(pairs: pl.DataFrame | None, specs: dict[str, TaskSpec], ledger: Ledger,
+                 index: EvalIndex) -> dict[str, pl.DataFrame]:
+    """Validate DPO pairs from outside (predictions, annotations), drop train pairs holding eval text (like every
+    training row: an annotation may bring a prompt of its own) and give them the output columns."""
     empty = {split: pl.DataFrame(schema=COLUMNS["dpo"]) for split in (TRAIN, EVAL)}
     if pairs is None or pairs.is_empty():
         return empty
@@ -686,11 +738,23 @@ def _extra_pairs(pairs: pl.DataFrame | None, specs: dict[str, TaskSpec],
     origin = {t: origin_of(s) for t, s in specs.items()}
     rows = pairs.with_columns(capability=pl.col("task_id").replace_strict(capability, return_dtype=pl.String),
                               origin=pl.col("task_id").replace_strict(origin, return_dtype=pl.String))
-    for task_id, count in rows.group_by("task_id").len().sort("task_id").iter_rows():
+    content = pl.element().struct.field("content")
+    text = pl.concat_str([pl.col(c).list.eval(content).list.join("\n") for c in ("prompt", "chosen", "rejected")],
+                         separator="\n", ignore_nulls=True)
+    step = pipeline_steps.DECONTAMINATE
+    flagged = flag_contaminated(rows.with_columns(_text=text).lazy(), "_text", index, step).collect()
+    dirty = flagged.filter((pl.col("split") == TRAIN) & pl.col(REASON).is_not_null())
+    ledger.add(step, dirty.with_columns(task_id=pl.format("pairs:{}", "task_id")).select(
+        *PAIR_COLUMNS, REASON, DUPLICATE_OF), pl.col(REASON), duplicate_of=pl.col(DUPLICATE_OF))
+    rows = rows.join(dirty.select("task_id", "record_id", "split"), on=["task_id", "record_id", "split"], how="anti",
+                     maintain_order="left")
+    read = dict(pairs.group_by("task_id").len().iter_rows())
+    kept = dict(rows.group_by("task_id").len().iter_rows())
+    for task_id in sorted(read):
         key = f"pairs:{task_id}"
-        ledger.count(key, "read", count)
+        ledger.count(key, "read", read[task_id])
         ledger.count(key, "excluded", 0)
-        ledger.count(key, "out", count)
+        ledger.count(key, "out", kept.get(task_id, 0))
     return {split: rows.filter(pl.col("split") == split).select(list(COLUMNS["dpo"])).sort("task_id", "record_id")
             for split in (TRAIN, EVAL)}
 
@@ -796,7 +860,8 @@ def build(mixture: Mixture | str | Path, *, data_root: str | Path | None = None,
         outputs = {split: pipeline_steps.chunk_documents(prepared.steps.chunk, frame)
                    for split, frame in outputs.items()}
         chunking = {"documents": documents, "chunks": {split: frame.height for split, frame in outputs.items()}}
-    extras = _extra_pairs(extra_pairs, prepared.specs, prepared.ledger) if mix.format == "dpo" else None
+    extras = _extra_pairs(extra_pairs, prepared.specs, prepared.ledger,
+                          pipeline_steps.build_index(prepared.steps)) if mix.format == "dpo" else None
     if extras is not None:
         outputs = {s: pl.concat([outputs[s], extras[s]]) for s in outputs}
     context = {"seed": seed, "total": total, "max_per_task": max_per_task, "soft": soft, "diagnosis": diagnosis,

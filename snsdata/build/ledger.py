@@ -9,6 +9,9 @@ import polars as pl
 from snsdata.build.formats import field_columns
 from snsdata.frames import REJECT_SCHEMA
 
+NOT_DRAWN_SCHEMA = {"task_id": pl.String, "record_id": pl.String, "source": pl.String, "split": pl.String,
+                    "reason": pl.String}
+
 
 def reject_rows(frame: pl.DataFrame, step: str | pl.Expr, reason: str | pl.Expr,
                 duplicate_of: pl.Expr | None = None) -> pl.DataFrame:
@@ -34,6 +37,8 @@ class Ledger:
 
     counts: dict[str, dict[str, int]] = field(default_factory=dict)
     rejects: list[pl.DataFrame] = field(default_factory=list)
+    undrawn: list[pl.DataFrame] = field(default_factory=list)
+    """Rows that passed every filter but that sampling did not draw (`not_drawn.parquet`): not rejects."""
 
     def count(self, task_id: str, step: str, rows: int) -> None:
         self.counts.setdefault(task_id, {})[step] = rows
@@ -42,6 +47,19 @@ class Ledger:
             duplicate_of: pl.Expr | None = None) -> None:
         if not rows.is_empty():
             self.rejects.append(reject_rows(rows, step, reason, duplicate_of))
+
+    def not_drawn(self, rows: pl.DataFrame, split: str, quota: int, available: int) -> None:
+        """Usable rows left out because the split's quota (`quota` of `available` rows) was met by others."""
+        if not rows.is_empty():
+            reason = f"not drawn: {split} quota {quota} of {available} rows"
+            self.undrawn.append(rows.select("task_id", "record_id", source=pl.format("{}:{}", "task_id", "split"),
+                                            split=pl.lit(split), reason=pl.lit(reason)))
+
+    def not_drawn_table(self) -> pl.DataFrame:
+        """Every undrawn row, sorted like the rejects."""
+        if not self.undrawn:
+            return pl.DataFrame(schema=NOT_DRAWN_SCHEMA)
+        return pl.concat(self.undrawn).cast(NOT_DRAWN_SCHEMA).sort(["task_id", "split", "record_id"])
 
     def add_prepared(self, rejects: pl.DataFrame) -> None:
         """Rejects already in REJECT_SCHEMA (from a reader or a pipeline step)."""

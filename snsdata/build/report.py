@@ -135,6 +135,10 @@ def render_report(build_dir: str | Path) -> str:
     for title, lines in (("Fallbacks", manifest["fallbacks"]), ("Notes", manifest["notes"])):
         if lines:
             sections.append(f"<h2>{title}</h2><ul>" + "".join(f"<li>{_esc(x)}</li>" for x in lines) + "</ul>")
+    sections.append("<h2>Where rows went</h2>" + bar_chart(
+        [("written", totals["rows_out"]), ("rejected", totals["rows_rejected"]),
+         ("not drawn (usable, beyond the quotas)", totals.get("rows_not_drawn", 0)),
+         ("excluded (where)", totals["rows_excluded"])], "rows read by fate"))
     sections.append("<h2>Filter funnel</h2>" + bar_chart(_funnel(manifest), "rows after each step (all tasks)"))
     sections.append(bar_chart(sorted(totals["rejected_by_step"].items(), key=lambda kv: -kv[1]),
                               "rejected rows by step"))
@@ -152,6 +156,17 @@ def render_report(build_dir: str | Path) -> str:
                  for t, info in manifest["tasks"].items()]
     sections.append("<h2>Tasks</h2>" + _table(task_rows, ["task", "component", "capability", "read", "excluded",
                                                           "train", "eval", "written", "train rows", "eval rows"]))
+    decontamination = manifest.get("decontamination")
+    if decontamination:
+        reference = decontamination["reference"]
+        rows = [[bench, ", ".join(info["eval_tasks"]), info["items"], info["items_hit"], info["rows_removed"],
+                 ", ".join(f"{t} {n}" for t, n in info["removed_from"].items())]
+                for bench, info in decontamination["by_benchmark"].items()]
+        sections.append(
+            f"<h2>Decontamination</h2><p>Every train row and document checked against {reference['items']:,} eval "
+            f"items ({reference['records']:,} records): {_esc('; '.join(decontamination['tests']))}. "
+            f"{decontamination['rows_removed']:,} rows removed.</p>"
+            + _table(rows, ["benchmark", "eval tasks", "items", "items hit", "rows removed", "removed from"]))
     reasons = (rejects.group_by("step", "reason").len().sort(["len", "step", "reason"], descending=[True, False, False])
                .head(40)) if rejects.height else rejects
     sections.append("<h2>Top reject reasons</h2>" + _table([list(r) for r in reasons.iter_rows()] if rejects.height

@@ -5,8 +5,10 @@ not a label or a topic name), across tasks too: RedTrans' two directions share t
 task variants share their posts. Linked records form connected components (label propagation in Polars), and
 each component is assigned whole:
 
-1. a component holding a record of a task's own evaluation split (`test`/`val`/`dev`, for tasks that also have a
-   train split) is evaluation; its records from such tasks' train splits are leaks and go to the rejects;
+1. a component holding a record that must evaluate (any record of an eval-only task such as a benchmark, or of
+   a task's own evaluation split `test`/`val`/`dev` where it also has a train split) is evaluation; its records
+   that must train (such tasks' train splits, `source.train` files, `use: train` tasks) are leaks and go to the
+   rejects;
 2. else a component holding a record of a task's train split is train;
 3. else (tasks with a single split, or with no train split) a seeded hash of the component decides.
 
@@ -21,7 +23,7 @@ import polars as pl
 
 from snsdata.build.keys import hash_u64
 from snsdata.spec.mixture import GroupBy, Splits
-from snsdata.spec.models import TaskSpec
+from snsdata.spec.models import TRAIN_SOURCE_SPLIT, TaskSpec
 
 TRAIN, EVAL, LEAK = "train", "eval", "leak"
 LINK_MIN_CHARS = 16
@@ -51,11 +53,22 @@ def _as_text(frame: pl.DataFrame, field: str) -> pl.Expr:
     return pl.col(field).cast(pl.String)
 
 
-def task_kind(spec: TaskSpec, policy: Splits) -> str:
-    """`fixed` when the source has a train split and named eval splits; `hash` otherwise."""
+def fixed_roles(spec: TaskSpec, policy: Splits) -> tuple[pl.Expr, pl.Expr]:
+    """(is fixed eval, is fixed train) per record of a task; a record that is neither goes by its group.
+
+    Records of `source.train` always train. An eval-only task's own records always evaluate (a benchmark is
+    never trained on), a `use: train` task's always train; a task whose source has a train split and named eval
+    splits keeps them; other tasks (one split, or no train split) are split by the seeded hash of their groups.
+    """
+    own = pl.col("split") != TRAIN_SOURCE_SPLIT if spec.source.train is not None else pl.lit(True)
+    if spec.eval_only:
+        return own, ~own
+    if spec.use == "train":
+        return pl.lit(False), pl.lit(True)
     names = list(spec.source.splits)
-    has_train = any(name not in policy.eval_splits for name in names)
-    return "fixed" if len(names) > 1 and has_train else "hash"
+    if len(names) > 1 and any(name not in policy.eval_splits for name in names):
+        return own & pl.col("split").is_in(policy.eval_splits), ~own | ~pl.col("split").is_in(policy.eval_splits)
+    return pl.lit(False), ~own
 
 
 def content_fields(frame: pl.DataFrame) -> list[str]:
@@ -117,9 +130,7 @@ def assign_splits(frames: dict[str, pl.DataFrame], specs: dict[str, TaskSpec], p
         spec = specs[task_id]
         frame = frame.with_row_index("_row", offset=offset)
         offset += frame.height
-        kind = task_kind(spec, policy)
-        fixed_eval = pl.col("split").is_in(policy.eval_splits) if kind == "fixed" else pl.lit(False)
-        fixed_train = ~pl.col("split").is_in(policy.eval_splits) if kind == "fixed" else pl.lit(False)
+        fixed_eval, fixed_train = fixed_roles(spec, policy)
         fields = [c for c in frame.columns if c not in ("_row", "task_id", "record_id", "split")]
         own = frame.select(pl.struct(fields).struct.json_encode()).to_series() if fields else frame["record_id"]
         rows.append(frame.select("_row", "task_id", "record_id", fixed_eval=fixed_eval, fixed_train=fixed_train)

@@ -7,8 +7,9 @@ text would make every record of a task look alike; for CPT they see the document
 - Train rows go through every step; eval rows through every step but `decontaminate` (they are the reference).
 - Supervised formats run per task (the same post in two tasks is two different examples); CPT runs over all
   documents at once, so a post shared by several tasks is one document.
-- `decontaminate` without an `eval` file is checked against every eval record of every task with data (the
-  build's reference), indexed once per build.
+- `decontaminate` without an `eval` file is checked against every eval item of every task with data (the
+  build's reference: every record of an eval-only task, the held-out records of the others), indexed once per
+  build. A build always runs it: where the mixture does not list it, it runs after the listed steps.
 - `chunk` (CPT only) cuts long documents and packs short ones (`snsdata.pipeline.chunking.prepare_cpt`) after
   sampling, packing within a task.
 """
@@ -98,6 +99,8 @@ def plan_steps(mixture: Mixture) -> StepPlan:
         record.append(_BuildDecontaminate.model_validate(config.model_dump()) if own_reference else config)
     if issues:
         raise SpecError(issues)
+    if not any(isinstance(config, _BuildDecontaminate) for config in record):
+        record.append(_BuildDecontaminate(eval=BUILD_REFERENCE))  # evaluation data never trains: always on
     return StepPlan(record, chunk)
 
 
@@ -112,8 +115,17 @@ class _BuildDecontaminate(Decontaminate):
         return self._index
 
     def attach(self, reference: pl.DataFrame) -> None:
-        self._index = EvalIndex.build(reference, "eval_id", TEXT, self.word_ngram, self.cjk_ngram,
-                                      self.min_short_words, self.min_short_cjk)
+        key = (self.model_dump_json(), reference.height, int(reference.hash_rows().sum()))
+        if key not in _INDEXES:
+            if len(_INDEXES) >= 4:
+                _INDEXES.pop(next(iter(_INDEXES)))
+            _INDEXES[key] = self.index_of(reference, "eval_id", TEXT)
+        self._index = _INDEXES[key]
+
+
+_INDEXES: dict[tuple[str, int, int], EvalIndex] = {}
+"""Indexes of build references kept for the process: every build of one data root has the same eval items, so
+repeated builds (tests, the loop) index them once."""
 
 
 def with_text(frame: pl.DataFrame) -> pl.DataFrame:
@@ -127,13 +139,16 @@ def with_text(frame: pl.DataFrame) -> pl.DataFrame:
     return frame.with_columns(_text=text)
 
 
+def build_index(plan: StepPlan) -> EvalIndex:
+    """The index of the build's own decontamination step (every build has one)."""
+    return next(c.index() for c in plan.record if isinstance(c, _BuildDecontaminate))
+
+
 def attach_reference(plan: StepPlan, reference: pl.DataFrame) -> None:
-    """Give the build's decontamination steps the eval records (`task_id, record_id, _text`)."""
-    steps = [c for c in plan.record if isinstance(c, _BuildDecontaminate)]
-    if steps:
-        ids = reference.select(eval_id=pl.format("{}/{}", "task_id", "record_id"), _text=pl.col(TEXT))
-        for step in steps:
-            step.attach(ids)
+    """Give the build's decontamination steps the eval items (`eval_id, _text`)."""
+    for step in plan.record:
+        if isinstance(step, _BuildDecontaminate):
+            step.attach(reference.select("eval_id", TEXT))
 
 
 def _run(frame: pl.DataFrame, text: str, configs: list[Any], ledger: Ledger, source: str) -> pl.DataFrame:

@@ -1,4 +1,5 @@
-"""Write a build directory: Parquet, a saved DatasetDict, specs.json, rejects.parquet and manifest.json.
+"""Write a build directory: Parquet, a saved DatasetDict, specs.json, rejects.parquet, not_drawn.parquet and
+manifest.json.
 
 Everything is written with fixed settings and sorted content and carries no timestamp, so the same inputs and
 seed give byte-identical files (the manifest lists their sha256).
@@ -17,6 +18,7 @@ import polars as pl
 
 from snsdata.build.inputs import sha256_file
 from snsdata.build.splits import EVAL, LINK_MAX_PER_SPLIT, LINK_MIN_CHARS, LINK_MIN_DISTINCT, TRAIN
+from snsdata.build.steps import build_index
 
 if TYPE_CHECKING:
     from snsdata.build.builder import Prepared
@@ -66,10 +68,14 @@ def _specs_json(prepared: Prepared) -> str:
 
 def _totals(counts: dict[str, dict[str, int]], rejects: pl.DataFrame, outputs: dict[str, pl.DataFrame],
             chunking: dict[str, Any] | None) -> dict:
-    """`rows_out` counts distinct records written; `copies_added` the upsampled repeats (before chunking)."""
+    """`rows_out` counts distinct records written; `copies_added` the upsampled repeats (before chunking).
+
+    Every row read is written, excluded by a `where`, rejected by a step (with its reason), or not drawn: usable
+    but beyond the quota of its split (`not_drawn.parquet`)."""
     rows_in = sum(c.get("read", 0) for c in counts.values())
     excluded = sum(c.get("excluded", 0) for c in counts.values())
     rows_out = sum(c.get("out", 0) for c in counts.values())
+    not_drawn = sum(c.get("not_drawn", 0) for c in counts.values())
     written = sum(frame.height for frame in outputs.values())
     before_chunks = sum(chunking["documents"].values()) if chunking else written
     by_step = dict(rejects.group_by("step").len().sort("step").iter_rows()) if rejects.height else {}
@@ -77,8 +83,9 @@ def _totals(counts: dict[str, dict[str, int]], rejects: pl.DataFrame, outputs: d
         "rows_in": rows_in,
         "rows_excluded": excluded,
         "rows_rejected": rejects.height,
+        "rows_not_drawn": not_drawn,
         "rows_out": rows_out,
-        "balanced": rows_in == rows_out + rejects.height + excluded,
+        "balanced": rows_in == rows_out + rejects.height + excluded + not_drawn,
         "rows_written": written,
         "train_rows": outputs[TRAIN].height,
         "eval_rows": outputs[EVAL].height,
@@ -123,6 +130,34 @@ def _inputs(prepared: Prepared, context: dict[str, Any]) -> dict[str, Any]:
     return inputs
 
 
+def _decontamination(prepared: Prepared, rejects: pl.DataFrame) -> dict[str, Any]:
+    """What the build's decontamination checked against and removed, per benchmark (the spec's `eval.benchmark`,
+    else the eval task): its eval tasks, distinct items, the items some training row hit, the rows removed."""
+    reference = prepared.reference
+    hits = rejects.filter((pl.col("step") == "decontaminate") & pl.col("duplicate_of").is_not_null()).select(
+        "task_id", "record_id", eval_id=pl.col("duplicate_of").str.split(",")).explode("eval_id")
+    hits = hits.join(reference.select("eval_id", "benchmark", "item"), on="eval_id", how="inner")
+    removed = hits.group_by("benchmark").agg(
+        items_hit=pl.col("item").n_unique(), rows_removed=pl.struct("task_id", "record_id").n_unique())
+    from_tasks = hits.unique(["benchmark", "task_id", "record_id"]).group_by("benchmark", "task_id").len()
+    by_benchmark = {}
+    for row in reference.group_by("benchmark").agg(tasks=pl.col("task_id").unique().sort(),
+                                                   items=pl.col("item").n_unique()).sort("benchmark").iter_rows(
+                                                       named=True):
+        hit = removed.filter(pl.col("benchmark") == row["benchmark"])
+        rows = from_tasks.filter(pl.col("benchmark") == row["benchmark"]).sort("task_id")
+        by_benchmark[row["benchmark"]] = {
+            "eval_tasks": row["tasks"], "items": row["items"],
+            "items_hit": hit["items_hit"].item() if hit.height else 0,
+            "rows_removed": hit["rows_removed"].item() if hit.height else 0,
+            "removed_from": dict(rows.select("task_id", "len").iter_rows())}
+    index = build_index(prepared.steps)
+    return {"tests": [index.ngram_label, *([index.near_label] if index.near is not None else [])],
+            "reference": {"records": reference.height, "items": reference["item"].n_unique()},
+            "rows_removed": rejects.filter(pl.col("step") == "decontaminate").height,
+            "by_benchmark": by_benchmark}
+
+
 def _targeted(prepared: Prepared) -> dict[str, Any] | None:
     targeting = prepared.targeting
     if targeting is None:
@@ -131,9 +166,13 @@ def _targeted(prepared: Prepared) -> dict[str, Any] | None:
     for task_id in targeting.weak_tasks:
         listed = targeting.failures.get(task_id, [])
         frame = prepared.frames.get(task_id)
-        used = 0 if frame is None or "_target_kind" not in frame.columns else \
-            frame.filter(pl.col("_target_kind") == "failure_sample").height
-        failures[task_id] = {"listed": len(listed), "used": used, "not_found": len(listed) - used}
+        known = frame.filter(pl.col("record_id").is_in(listed)) if frame is not None else None
+        used = 0 if known is None or "_target_kind" not in known.columns else \
+            known.filter(pl.col("_target_kind") == "failure_sample").height
+        # failures on eval records (every record of an eval-only task) never train
+        evaluated = 0 if known is None else known.filter(pl.col("_split") == EVAL).height
+        failures[task_id] = {"listed": len(listed), "used": used, "eval_records": evaluated,
+                             "not_found": len(listed) - used - evaluated}
     return {"source": targeting.source, "weak_tasks": targeting.weak_tasks, "failure_weight": targeting.weight,
             "failures": failures}
 
@@ -150,6 +189,7 @@ def write_build(out: Path, prepared: Prepared, outputs: dict[str, pl.DataFrame],
     (out / "specs.json").write_text(_specs_json(prepared), encoding="utf-8")
     rejects = prepared.ledger.table()
     write_parquet(rejects, out / "rejects.parquet")
+    write_parquet(prepared.ledger.not_drawn_table(), out / "not_drawn.parquet")
     files = sorted(p for p in out.rglob("*") if p.is_file() and p.name not in ("manifest.json", "report.html"))
     mixture = prepared.mixture
     counts = {task: prepared.ledger.counts[task] for task in sorted(prepared.ledger.counts)}
@@ -175,6 +215,7 @@ def write_build(out: Path, prepared: Prepared, outputs: dict[str, pl.DataFrame],
         "balance": context["balanced"],
         "targeted": _targeted(prepared),
         "rationales": context.get("rationales"),
+        "decontamination": _decontamination(prepared, rejects),
         "skipped": prepared.skipped,
         "fallbacks": context["fallbacks"],
         "notes": context["lines"],

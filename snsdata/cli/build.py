@@ -88,7 +88,8 @@ def build_command(
         raise typer.Exit(1) from None
     totals = result.manifest["totals"]
     console.print(f"{result.out}: {totals['train_rows']} train, {totals['eval_rows']} eval rows; "
-                  f"{totals['rows_rejected']} rejected, {totals['rows_excluded']} excluded of {totals['rows_in']} "
+                  f"{totals['rows_rejected']} rejected, {totals['rows_not_drawn']} not drawn, "
+                  f"{totals['rows_excluded']} excluded of {totals['rows_in']} "
                   f"read", highlight=False, soft_wrap=True)
 
 

@@ -251,14 +251,17 @@ def band_hashes(sig: np.ndarray, bands: int, rows_per_band: int, seed: int) -> n
     return np.ascontiguousarray((fmix64(acc) >> np.uint64(32)).astype(np.uint32).T)
 
 
-def estimated_similarity(sig: np.ndarray, a: np.ndarray, b: np.ndarray, chunk: int = 65_536) -> np.ndarray:
+def estimated_similarity(sig: np.ndarray, a: np.ndarray, b: np.ndarray, chunk: int = 65_536,
+                         other: np.ndarray | None = None) -> np.ndarray:
     """MinHash Jaccard estimate of rows a[p] and b[p] from compact signatures: the share of equal bins, less
-    the chance that two different minima agree on their kept bits."""
+    the chance that two different minima agree on their kept bits. With `other`, b indexes its rows (a query
+    batch against an index) instead of `sig`'s."""
     chance = 2.0**-_FINGERPRINT_BITS
+    second = sig if other is None else other
     out = np.empty(a.size, dtype=np.float64)
     for start in range(0, a.size, chunk):
         stop = start + chunk
-        out[start:stop] = (sig[a[start:stop]] == sig[b[start:stop]]).mean(axis=1)
+        out[start:stop] = (sig[a[start:stop]] == second[b[start:stop]]).mean(axis=1)
     out -= chance
     out /= 1.0 - chance
     return np.clip(out, 0.0, 1.0, out=out)

@@ -48,7 +48,16 @@ from snsdata.readers.formats import (
 )
 from snsdata.readers.schema import Survey
 from snsdata.spec.errors import InvalidInput
-from snsdata.spec.models import Contains, GeneratedSource, KnownBad, LabelMap, Prefix, TableSource, TaskSpec
+from snsdata.spec.models import (
+    TRAIN_SOURCE_SPLIT,
+    Contains,
+    GeneratedSource,
+    KnownBad,
+    LabelMap,
+    Prefix,
+    TableSource,
+    TaskSpec,
+)
 from snsdata.spec.templating import environment, template_variables
 from snsdata.spec.where import WhereError, where_expression
 
@@ -93,29 +102,49 @@ def default_data_root() -> Path:
     return project_data_root() or Path(str(resources.files("snsdata.sample_data")))
 
 
+def _paths(value: str | list[str], data_root: Path) -> list[Path]:
+    return [data_root / p for p in ([value] if isinstance(value, str) else value)]
+
+
 def _split_paths(spec: TaskSpec, data_root: Path) -> dict[str, list[Path]]:
+    """The files of each split to read: the source's own splits (none for a generator) where all their files
+    are present, or where the task has no `train` files to fall back on; then its `train` files if present."""
+    source = spec.source
+    own = {} if isinstance(source, GeneratedSource) else {
+        split: _paths(paths, data_root) for split, paths in source.splits.items()}
+    if source.train is None:
+        return own
+    train = _paths(source.train, data_root)
+    own_found = all(_exists(spec, p) for paths in own.values() for p in paths)
+    if not all(_exists(spec, p, TRAIN_SOURCE_SPLIT) for p in train):
+        return own
+    return {**(own if own_found else {}), TRAIN_SOURCE_SPLIT: train}
+
+
+def _reader_of(spec: TaskSpec, split: str) -> str:
+    """A generated task's own training files are JSONL; every other file is read with the source's reader."""
     if isinstance(spec.source, GeneratedSource):
-        return {}
-    out = {}
-    for split, paths in spec.source.splits.items():
-        out[split] = [data_root / p for p in ([paths] if isinstance(paths, str) else paths)]
-    return out
+        return "jsonl" if split == TRAIN_SOURCE_SPLIT else "generated"
+    return spec.source.reader
 
 
-def _exists(spec: TaskSpec, path: Path) -> bool:
-    if spec.source.reader == "tweeteval":
+def _exists(spec: TaskSpec, path: Path, split: str = "") -> bool:
+    if _reader_of(spec, split) == "tweeteval":
         return tweeteval_paths(path)[0].is_file()
     return path.is_file()
 
 
 def data_found(spec: TaskSpec, data_root: Path | None = None) -> bool:
-    """Whether every file of every split is present under the data root."""
+    """Whether every file of the task's splits, or of its `train` files, is present under the data root."""
     root = Path(data_root) if data_root else default_data_root()
-    return all(_exists(spec, p) for paths in _split_paths(spec, root).values() for p in paths)
+    plan = _split_paths(spec, root)
+    if isinstance(spec.source, GeneratedSource):
+        return True
+    return bool(plan) and all(_exists(spec, p, split) for split, paths in plan.items() for p in paths)
 
 
-def _file_size(spec: TaskSpec, path: Path) -> int:
-    if spec.source.reader == "tweeteval":
+def _file_size(spec: TaskSpec, path: Path, split: str) -> int:
+    if _reader_of(spec, split) == "tweeteval":
         return tweeteval_paths(path)[0].stat().st_size
     return path.stat().st_size
 
@@ -124,9 +153,8 @@ def read_work(spec: TaskSpec, data_root: Path | None = None) -> int:
     """Bytes `iter_task` reports through its progress callback for this task (JSON files are read twice: once
     to settle each field's type, once to build the rows)."""
     root = Path(data_root) if data_root else default_data_root()
-    passes = 2 if spec.source.reader in ("json", "jsonl") else 1
-    return sum(passes * _file_size(spec, p) for paths in _split_paths(spec, root).values() for p in paths
-               if _exists(spec, p))
+    return sum((2 if _reader_of(spec, split) in ("json", "jsonl") else 1) * _file_size(spec, p, split)
+               for split, paths in _split_paths(spec, root).items() for p in paths if _exists(spec, p, split))
 
 
 def _label_values(label_map: LabelMap, data_root: Path, task_id: str) -> dict[str, str]:
@@ -252,8 +280,7 @@ class _TaskReader:
     def columns(self) -> set[str] | None:
         return set(self.table.field_columns.values()) if self.table else None
 
-    def items(self, path: Path, progress: Progress) -> Iterator[Item]:
-        reader = self.spec.source.reader
+    def items(self, path: Path, progress: Progress, reader: str) -> Iterator[Item]:
         if reader == "jsonl":
             return jsonl_items(path, self.columns(), progress)
         if reader == "json":
@@ -265,11 +292,11 @@ class _TaskReader:
             return conll_items(path, self.spec.source, progress)  # type: ignore[arg-type]
         return tweeteval_items(path, self.spec.source, progress)  # type: ignore[arg-type]
 
-    def survey_files(self, paths: list[Path]) -> None:
+    def survey_files(self, paths: list[tuple[Path, str]]) -> None:
         """JSON and JSONL: settle every column's type over all files before the first batch is built."""
         survey, drifted = Survey(), {}
-        for path in paths:
-            for item in self.items(path, self.progress):
+        for path, reader in paths:
+            for item in self.items(path, self.progress, reader):
                 if isinstance(item, Malformed):
                     continue
                 reason = survey.admit(str(path), item.location, item.values)
@@ -278,8 +305,7 @@ class _TaskReader:
         self.survey, self.drifted = survey, drifted
         self.schema = survey.schema()
 
-    def file_schema(self, path: Path) -> dict[str, pl.DataType]:
-        reader = self.spec.source.reader
+    def file_schema(self, path: Path, reader: str) -> dict[str, pl.DataType]:
         if reader in ("json", "jsonl"):
             assert self.schema is not None
             return self.schema
@@ -290,17 +316,17 @@ class _TaskReader:
             return dict(CONLL_SCHEMA)
         return {"text": pl.String(), "label": pl.String()}
 
-    def raw_batches(self, path: Path) -> Iterator[tuple[pl.DataFrame, list[Malformed]]]:
-        if self.spec.source.reader == "parquet":
+    def raw_batches(self, path: Path, reader: str) -> Iterator[tuple[pl.DataFrame, list[Malformed]]]:
+        if reader == "parquet":
             for frame in parquet_batches(path, sorted(self.columns() or []) or None, self.batch_rows,
                                          self.progress):
                 yield frame, []
             return
-        schema = {"_location": pl.String(), **self.file_schema(path)}
+        schema = {"_location": pl.String(), **self.file_schema(path, reader)}
         drifted = self.drifted
         rows: list[dict[str, Any]] = []
         malformed: list[Malformed] = []
-        for item in self.items(path, self.progress):
+        for item in self.items(path, self.progress, reader):
             if isinstance(item, Malformed):
                 malformed.append(item)
             elif item.location in drifted:
@@ -452,30 +478,32 @@ class _TaskReader:
 
     def batches(self) -> Iterator[ReadBatch]:
         plan = _split_paths(self.spec, self.root)
-        for paths in plan.values():
+        for split, paths in plan.items():
             for path in paths:
-                if not _exists(self.spec, path):
+                if not _exists(self.spec, path, split):
                     source = self.spec.source
                     raise DataNotFound(
                         f"{self.spec.id}: data file {path} not found. The default data root holds only the shipped "
                         f"samples; point --data-root at a folder containing {path.relative_to(self.root)}"
                         + (f" (origin: {source.origin})" if source.origin else ""))
-        if self.spec.source.reader in ("json", "jsonl"):
-            self.survey_files([p for paths in plan.values() for p in paths])
+        surveyed = [(p, _reader_of(self.spec, split)) for split, paths in plan.items() for p in paths]
+        if any(reader in ("json", "jsonl") for _, reader in surveyed):
+            self.survey_files([(p, reader) for p, reader in surveyed if reader in ("json", "jsonl")])
         for split, paths in plan.items():
+            reader = _reader_of(self.spec, split)
             for path in paths:
                 checked = False
-                for frame, malformed in self.raw_batches(path):
+                for frame, malformed in self.raw_batches(path, reader):
                     if not checked and frame.height:
-                        self.check_columns(path, frame)
+                        self.check_columns(path, frame, reader)
                         checked = True
                     yield self.process(split, frame, malformed, path)
 
-    def check_columns(self, path: Path, frame: pl.DataFrame) -> None:
+    def check_columns(self, path: Path, frame: pl.DataFrame, reader: str) -> None:
         """A required column that no row of a file has is the file's error, not one reject per row."""
         if self.table is None:
             return
-        if self.spec.source.reader in ("json", "jsonl"):
+        if reader in ("json", "jsonl"):
             assert self.survey is not None
             present = self.survey.columns_by_file.get(str(path), set())
         else:
@@ -527,7 +555,6 @@ def iter_task(spec: TaskSpec, data_root: str | Path | None = None, purpose: Purp
                                                            pl.int_range(pl.len())))
             for start in range(0, max(frame.height, 1), batch_rows):
                 yield reader.process(split, frame.slice(start, batch_rows), [], None)
-        return
     yield from reader.batches()
 
 
@@ -563,7 +590,7 @@ def read_task(spec: TaskSpec, data_root: str | Path | None = None, purpose: Purp
     combined = pl.concat(frames, how="diagonal_relaxed") if frames else pl.DataFrame(
         schema={"task_id": pl.String, "record_id": pl.String, "split": pl.String} | {f: pl.String for f in fields})
     all_rejects = pl.concat(rejects) if rejects else pl.DataFrame(schema=REJECT_SCHEMA)
-    return ReadResult(combined.lazy(), all_rejects, {s: counts[s] for s in splits})
+    return ReadResult(combined.lazy(), all_rejects, {s: counts[s] for s in [*splits, *(set(counts) - set(splits))]})
 
 
 def records(spec: TaskSpec, data_root: str | Path | None = None, split: str | None = None,

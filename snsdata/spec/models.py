@@ -26,6 +26,12 @@ CAPABILITIES: tuple[str, ...] = Capability.__args__  # type: ignore[attr-defined
 
 OutputFormat = Literal["label", "labels", "spans", "json", "text", "code", "number"]
 Availability = Literal["local", "sample", "public", "user", "generated"]
+Use = Literal["train", "eval", "both"]
+BENCHMARK_TAG = "benchmark"
+"""Tasks tagged so read a benchmark's items (SNS-Bench, SNS-TransBench, General-Bench sets, or sets built from a
+benchmark's test items): they evaluate and never train (`TaskSpec.eval_only`)."""
+TRAIN_SOURCE_SPLIT = "train"
+"""The split name of the records read from `source.train` (a user's own training data for the task)."""
 
 
 class _Strict(BaseModel):
@@ -53,6 +59,13 @@ def _where_parses(value: str | None) -> str | None:
         except WhereError as exc:
             raise ValueError(f"invalid `where`: {exc}") from None
     return value
+
+
+def _train_split_free(source: Any) -> Any:
+    if source.train is not None and TRAIN_SOURCE_SPLIT in source.splits:
+        raise ValueError(f"`train` files are read as split {TRAIN_SOURCE_SPLIT!r}: rename the split of that name in "
+                         "`splits` (or list its files under `train`)")
+    return source
 
 
 Scalar = str | int | float | bool
@@ -109,7 +122,14 @@ class _SourceBase(_Strict):
         "out of training and RL rows with their reason in the rejects (step `known_bad`), listed as known by "
         "`snsdata validate`. Each: {reason, match: {field: value | {prefix: text} | {contains: text}}, record_id}."))
 
+    train: str | list[str] | None = None
+    """Training records of this task from outside its benchmark (your own data, in the same format as the
+    splits), relative to the data root: read as split `train`, always trained on, eval-only task or not."""
+
     _check_where = field_validator("where")(_where_parses)
+    @model_validator(mode="after")
+    def _train_split_free(self) -> Any:
+        return _train_split_free(self)
 
     def provided_fields(self) -> set[str]:
         raise NotImplementedError
@@ -168,6 +188,9 @@ class GeneratedSource(_Strict):
     label_maps: dict[str, LabelMap] = Field(default_factory=dict)
     where: str | None = Field(default=None, description=WHERE_DESCRIPTION)
     """Row selection over the generated fields, the same column expression as a file source's `where`."""
+    train: str | list[str] | None = None
+    """Training records of this task from outside the generator (your own data: JSONL with the generated
+    fields), relative to the data root: read as split `train` and always trained on."""
     availability: Availability = "generated"
     origin: str | None = None
     example: dict[str, Any] | None = None
@@ -177,6 +200,9 @@ class GeneratedSource(_Strict):
         "`snsdata validate`. Each: {reason, match: {field: value | {prefix: text} | {contains: text}}, record_id}."))
 
     _check_where = field_validator("where")(_where_parses)
+    @model_validator(mode="after")
+    def _train_split_free(self) -> Any:
+        return _train_split_free(self)
 
     def provided_fields(self) -> set[str]:
         return set(self.fields)
@@ -286,6 +312,10 @@ class TaskSpec(_Strict):
     languages: list[str] = Field(min_length=1)
     description: str
     tags: list[str] = Field(default_factory=list)
+    use: Use = "both"
+    """What the task's records (`source.splits`) may do: `both` (held-out records evaluate, the rest train),
+    `eval` (every record evaluates, none trains) or `train` (every record trains, none is held out). A task
+    tagged `benchmark` is eval-only whatever this says; `source.train` records always train."""
     vars: dict[str, Any] = Field(default_factory=dict)
     """Constants every template can read (how a variant changes a prompt without copying it)."""
     source: Source
@@ -297,6 +327,18 @@ class TaskSpec(_Strict):
     audit: Audit = Field(default_factory=Audit)
 
     model_config = ConfigDict(extra="forbid", frozen=True, ignored_types=(cached_property,))
+
+    @model_validator(mode="after")
+    def _benchmark_never_trains(self) -> TaskSpec:
+        if BENCHMARK_TAG in self.tags and self.use == "train":
+            raise ValueError(f"a task tagged {BENCHMARK_TAG!r} is eval-only: `use: train` contradicts it (train on "
+                             "your own data through `source.train`)")
+        return self
+
+    @property
+    def eval_only(self) -> bool:
+        """Whether the task's own records only evaluate: benchmark items never train (the one rule)."""
+        return self.use == "eval" or BENCHMARK_TAG in self.tags
 
     @property
     def template_fields(self) -> set[str]:
