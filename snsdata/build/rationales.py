@@ -29,9 +29,9 @@ from typing import Any
 
 import polars as pl
 import regex
-import xxhash
 
 from snsdata.build.formats import field_columns, has_rationale
+from snsdata.build.keys import hash_u64
 from snsdata.build.splits import TRAIN
 from snsdata.rewards.normalize import REGEX_TIMEOUT_S
 from snsdata.spec.models import TaskSpec
@@ -150,9 +150,9 @@ def collect(path: str | Path, frames: Mapping[str, pl.DataFrame], specs: Mapping
         short = pl.col("_rationale").str.len_chars() < MIN_CHARS
         skip(scored.filter(~wrong & short), f"no reasoning of at least {MIN_CHARS} characters")
         good = scored.filter(pl.col("_score").is_not_null() & ~wrong & ~short)
-        ties = [xxhash.xxh3_64_intdigest(f"{seed}\x1f{task_id}\x1f{r}\x1f{c}".encode())
-                for r, c in good.select("record_id", "_completion").iter_rows()]
-        best = (good.with_columns(_tie=pl.Series(ties, dtype=pl.UInt64), _len=pl.col("_rationale").str.len_chars())
+        ties = hash_u64(good.select(pl.format("{}\x1f{}", "record_id", "_completion")).to_series(),
+                        f"{seed}\x1f{task_id}\x1f")
+        best = (good.with_columns(_tie=ties, _len=pl.col("_rationale").str.len_chars())
                 .sort(["record_id", "_score", "_len", "_tie"], descending=[False, True, False, False])
                 .unique("record_id", keep="first", maintain_order=True))
         skip(good.height - best.height, "another rollout of the record is used")
