@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 import statistics
 import sys
 import time
@@ -159,7 +158,7 @@ def score(prep: Path, generated: Path, build: Path, repeats: int) -> None:
                    "record": [records[r["task_id"], r["record_id"]] for r in step_rows]}
         completions = [r["completion"] for r in step_rows]
         parsed = [json.loads(r) for r in columns["record"]]
-        batched_s, loop_s, per_task = [], [], Counter[str]()
+        batched_s, loop_s = [], []
         for _ in range(repeats):
             started = time.perf_counter()
             batched = reward(prompts=[""] * len(step_rows), completions=completions, completion_ids=None, **columns)
@@ -205,7 +204,6 @@ def main() -> None:
     s.add_argument("--build", type=Path, required=True)
     s.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    random.seed(0)
     if args.command == "prepare":
         prepare(args.build, args.out, args.steps, args.prompts, args.seed, args.vocab_size)
     elif args.command == "generate":
